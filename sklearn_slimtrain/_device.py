@@ -1,0 +1,76 @@
+"""Resolving the user's ``device`` and ``dtype`` parameters (at fit time only)."""
+
+import warnings
+
+import torch
+
+__all__ = ["resolve_device", "resolve_dtype", "restore_device"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(device) -> torch.device:
+    """Turn the ``device`` parameter into a usable :class:`torch.device`.
+
+    ``"auto"`` picks CUDA, then MPS, then the CPU, on the machine where ``fit``
+    runs (so a Dask worker with a GPU uses it and one without uses the CPU).
+    """
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"The 'device' parameter of SlimTrainRegressor must be 'cpu', 'cuda', 'cuda:N', 'mps' or "
+            f"'auto'. Got {device!r} instead."
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"The 'device' parameter of SlimTrainRegressor is {device!r}, but CUDA is not available "
+                "on this machine. Use device='cpu' or device='auto'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"The 'device' parameter of SlimTrainRegressor is {device!r}, but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are visible."
+            )
+    elif dev.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"The 'device' parameter of SlimTrainRegressor is {device!r}, but MPS is not available on this "
+            "machine. Use device='cpu' or device='auto'."
+        )
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"The 'device' parameter of SlimTrainRegressor must be 'cpu', 'cuda', 'cuda:N', 'mps' or "
+            f"'auto'. Got {device!r} instead."
+        )
+    return dev
+
+
+def restore_device(saved: str) -> torch.device:
+    """Device for an unpickled model: the saved one if present, else the CPU with a warning."""
+    try:
+        return resolve_device(saved)
+    except ValueError:
+        warnings.warn(
+            f"This SlimTrainRegressor was fitted on device {saved!r}, which is not available here; "
+            "it was loaded on the CPU instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.device("cpu")
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or the torch dtypes) to a torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    return _DTYPES[dtype]

@@ -1,0 +1,204 @@
+"""One step of sampled limited-memory Tikhonov (slimTik) with sGCV ridge choice.
+
+Pure math on tensors: tensors in, a NamedTuple of new tensors out, inputs never
+mutated, ``@torch.no_grad()``, no scikit-learn import.  The stateful parts (the
+ring buffer of recent Gram matrices, the running ridge) live in
+:mod:`sklearn_slimtrain._solver`.
+
+Notes
+-----
+At step ``k`` slimTik solves the paper's (3.7),
+
+.. math::
+
+    W_k = \\arg\\min_W \\Big\\| \\begin{bmatrix} M_k \\\\ A_k \\\\ \\sqrt{S_k} I
+    \\end{bmatrix} W - \\begin{bmatrix} M_k W_{k-1} \\\\ B_k \\\\
+    S_{k-1} / \\sqrt{S_k}\\, W_{k-1} \\end{bmatrix} \\Big\\|_F^2,
+    \\qquad S_k = \\sum_{i \\le k} \\Lambda_i,
+
+whose normal equations, written for the step ``W_k - W_{k-1}``, are the update
+form (3.3):
+
+.. math::
+
+    (G_k + S_k I)(W_k - W_{k-1}) = A_k^T (B_k - A_k W_{k-1}) - \\Lambda_k W_{k-1},
+    \\qquad G_k = M_k^T M_k + A_k^T A_k.
+
+The memory blocks enter only through ``M_k^T M_k``, so the memory stores the
+``p x p`` Gram matrices of the last ``r`` batches, not their features.  One
+symmetric eigendecomposition ``G_k = V diag(d) V^T`` per step serves every
+candidate ridge and every target; no inverse is formed:
+``W_k = W_{k-1} + V [(Q - Lambda_k P) / (d + S_k)]`` with ``Q = V^T A_k^T R``,
+``P = V^T W_{k-1}``.
+
+Ridge rule (``slimtik_step`` with ``rule="global"``).  The sGCV function of
+the step is evaluated on a fixed *global* log-spaced grid of cumulative ridges,
+relative to the mean eigenvalue ``g = tr(G_k)/p`` of the Gram matrix
+(``S = g 10^e`` for ``e`` in ``[-12, 6]``, 64 points, 0.29 decades apart).  The
+cumulative ridge then moves towards the global minimiser with the published
+MATLAB code's step bound, ``|Lambda_k| <= S_{k-1} / 2`` (``S`` changes by at most
+a factor 1.5 up or 2 down per step).  Seeing the whole grid lets the ridge leave
+a flat part of the sGCV curve, where the local window search of the MATLAB rule
+(``matlab_candidates``: 30 increments each way, ties to the smallest) drifts to
+its floor; the bound keeps the head from jumping when the memory holds features
+of older extractor weights.  Ties, which occur on the flat part of the curve
+where every candidate gives the same head, go to the larger ridge: the largest
+ridge that does not hurt the fit.  The choice is measured against the
+alternatives in ``benchmarks/stability.py``.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._sgcv import sgcv_factors, sgcv_values
+
+__all__ = [
+    "StepResult",
+    "global_candidates",
+    "matlab_candidates",
+    "select_ridge",
+    "slimtik_step",
+]
+
+# Global sGCV grid, in decades relative to the mean eigenvalue of G.  The lower
+# end keeps cond(G + S I) <= 1e12 * p, which leaves float64 (eps 2.2e-16) about
+# four correct digits in the solve; the upper end (1e6) is far beyond the point
+# where the head stops moving (S >> ||G||), so the grid brackets every useful
+# ridge.  64 points: 0.29 decades apart, a factor 1.9 between neighbours.
+GRID_LOG10_LO = -12.0
+GRID_LOG10_HI = 6.0
+GRID_SIZE = 64
+# Relative tolerance for ties between sGCV values: sqrt(float64 eps), i.e.
+# values that agree to half the working precision are indistinguishable.
+TIE_RTOL = 1.5e-8
+# Published MATLAB rule (Meganet.m): 30 increments each way, floor 1e-7.
+MATLAB_FLOOR = 1e-7
+MATLAB_HALF = 30
+
+
+class StepResult(NamedTuple):
+    """Result of one slimTik step."""
+
+    coef: Tensor  # (p, t) the new head W_k
+    ridge: Tensor  # () the new cumulative ridge S_k
+    gram: Tensor  # (p, p) A_k^T A_k, to be pushed into the memory
+
+
+_UNIT_GRID: dict = {}
+
+
+def _unit_grid(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, GRID_SIZE)``, cached per dtype and device."""
+    key = (dtype, str(device))
+    if key not in _UNIT_GRID:
+        exps = torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, GRID_SIZE, dtype=torch.float64)
+        _UNIT_GRID[key] = torch.pow(10.0, exps).to(dtype=dtype, device=device)
+    return _UNIT_GRID[key]
+
+
+@torch.no_grad()
+def global_candidates(gram: Tensor) -> Tensor:
+    """Global log-spaced grid of cumulative ridges, relative to ``tr(G)/p``."""
+    scale = (torch.trace(gram) / gram.shape[0]).clamp_min(torch.finfo(gram.dtype).tiny)
+    return scale * _unit_grid(gram.dtype, gram.device)
+
+
+@torch.no_grad()
+def matlab_candidates(ridge_prev: Tensor) -> Tensor:
+    """The published MATLAB rule: ``S +- logspace(-16, log10(S/2), 30)``, ``S >= 1e-7``.
+
+    The cumulative ridge can move by at most a factor 1.5 up or 2 down per step.
+    """
+    s = ridge_prev.clamp_min(MATLAB_FLOOR)
+    unit = torch.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype, device=s.device)
+    steps = torch.pow(10.0, -16.0 + unit * (torch.log10(s / 2) + 16.0))
+    return torch.cat((s - steps.flip(0), s.reshape(1), s + steps)).clamp_min(MATLAB_FLOOR)
+
+
+@torch.no_grad()
+def select_ridge(values: Tensor, candidates: Tensor) -> Tensor:
+    """Index-free argmin of the sGCV values, ties broken towards the larger ridge.
+
+    Stays on the device (no host synchronisation).
+    """
+    values = torch.nan_to_num(values, nan=math.inf)
+    vmin = values.min()
+    tied = values <= vmin + TIE_RTOL * vmin.abs()
+    # Largest candidate among the ties (candidates need not be sorted).
+    return torch.where(tied, candidates, -math.inf).max()
+
+
+@torch.no_grad()
+def slimtik_step(
+    A: Tensor,
+    B: Tensor,
+    coef: Tensor,
+    ridge_prev: Tensor,
+    memory_gram: Tensor,
+    *,
+    ridge_fixed: float | None,
+    ridge_ref: Tensor,
+    max_change: float,
+    weight: float = 1.0,
+    rule: str = "global",
+) -> StepResult:
+    """One slimTik step (3.7) with the ridge fixed or chosen by sGCV (3.4).
+
+    Parameters
+    ----------
+    A : Tensor of shape (b, p)
+        Scaled features of the current batch (rows divided by ``sqrt(n_batch)``).
+    B : Tensor of shape (b, t)
+        Scaled targets of the current batch.
+    coef : Tensor of shape (p, t)
+        Previous head ``W_{k-1}``.
+    ridge_prev : Tensor of shape ()
+        Previous cumulative ridge ``S_{k-1}`` (0 before the first step).
+    memory_gram : Tensor of shape (p, p)
+        ``M_k^T M_k``, the summed Gram matrices of the blocks in memory.
+    ridge_fixed : float or None
+        A fixed per-step ridge ``lam`` (``S_k = S_{k-1} + weight * lam``), or None
+        to choose ``S_k`` by sGCV.
+    ridge_ref : Tensor of shape ()
+        Cumulative ridge to start from at the first step (``S_0 = 0``):
+        ``ridge_init`` times the batch fraction.
+    max_change : float
+        Largest ``|Lambda_k| / S_{k-1}``: the sGCV choice is clipped to
+        ``[(1 - max_change) S_{k-1}, (1 + max_change) S_{k-1}]`` (and to the
+        grid's floor); ``inf`` jumps to the sGCV minimiser.
+    weight : float, default=1.0
+        ``b / n_batch``: the fraction of a full batch in this block.
+    rule : {"global", "matlab"}, default="global"
+        Candidate set for sGCV: the global grid with bounded steps, or the
+        published MATLAB window around ``S_{k-1}`` (for comparison only).
+
+    Returns
+    -------
+    StepResult
+    """
+    gram = A.T @ A
+    G = memory_gram + gram
+    evals, evecs = torch.linalg.eigh(G)
+    R = B - A @ coef
+    U = A @ evecs
+    Q = U.T @ R
+    P = evecs.T @ coef
+    if ridge_fixed is not None:
+        ridge = ridge_prev + weight * ridge_fixed
+    else:
+        factors = sgcv_factors(evals, U, Q, P, R)
+        if rule == "matlab":
+            cands = matlab_candidates(torch.where(ridge_prev > 0, ridge_prev, ridge_ref))
+            ridge = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
+        else:
+            cands = global_candidates(G)
+            best = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
+            ref = torch.where(ridge_prev > 0, ridge_prev, ridge_ref)
+            lo = (ref * (1.0 - max_change)).clamp_min(cands[0])
+            ridge = torch.minimum(torch.maximum(best, lo), ref * (1.0 + max_change))
+    lam = ridge - ridge_prev
+    step = evecs @ ((Q - lam * P) / (evals.clamp_min(0.0) + ridge)[:, None])
+    return StepResult(coef=coef + step, ridge=ridge, gram=gram)

@@ -1,0 +1,131 @@
+"""Stateful slimTik head: the running weights, cumulative ridge and memory.
+
+The estimator calls :meth:`SlimTikHead.step` once per mini-batch; the math is in
+:mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._memory import GramMemory
+from ._slimtik import slimtik_step
+
+__all__ = ["SlimTikHead"]
+
+
+class SlimTikHead:
+    """The linear head ``W`` of a separable network, trained by slimTik.
+
+    Parameters
+    ----------
+    n_features : int
+        ``p``, the width of the feature vector the head sees (ones column
+        included when the intercept is fitted).
+    n_targets : int
+        ``t``, the number of targets.
+    memory_depth : int
+        ``r``, the number of previous batches kept.
+    batch_size : int
+        Nominal batch size ``n_batch``: every block is divided by
+        ``sqrt(n_batch)`` (batch-mean scaling) and a smaller last block adds a
+        proportionally smaller ridge increment, so that one epoch over all data
+        with a fixed ridge and full memory is exactly the Tikhonov solution of
+        ``(1/N) sum_i 1/2 ||W z_i - y_i||^2 + lam/2 ||W||_F^2``.
+    ridge : float or None
+        Fixed per-step ridge ``lam``, or None for sGCV.
+    ridge_init : float
+        Per-step ridge before the first sGCV step.
+    max_change : float
+        Largest ``|Lambda_k| / S_{k-1}`` of an sGCV step.
+    dtype, device
+        Where the head is solved (float64 by default).
+    rule : {"global", "matlab"}
+        sGCV candidate rule, see :mod:`sklearn_slimtrain._slimtik`.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_targets: int,
+        *,
+        memory_depth: int,
+        batch_size: int,
+        ridge: float | None,
+        ridge_init: float,
+        max_change: float,
+        dtype: torch.dtype,
+        device: torch.device,
+        rule: str = "global",
+    ):
+        self.batch_size = int(batch_size)
+        self.fixed = None if ridge is None else float(ridge)
+        self.max_change = float(max_change)
+        self.rule = rule
+        self.coef = torch.zeros((n_features, n_targets), dtype=dtype, device=device)
+        self.ridge = torch.zeros((), dtype=dtype, device=device)  # cumulative S_k
+        start = ridge_init if ridge is None else ridge
+        self.per_step = torch.tensor(float(start), dtype=dtype, device=device)
+        self.memory = GramMemory(memory_depth, n_features, dtype=dtype, device=device)
+        self.n_seen = 0
+        self._pending: list[Tensor] = []  # per-step ridges not yet copied to the host
+        self._path = np.empty(0)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.coef.dtype
+
+    def step(self, features: Tensor, targets: Tensor) -> Tensor:
+        """One slimTik step on a batch; returns the new head ``W_k`` (``p x t``).
+
+        ``features`` (``b x p``) and ``targets`` (``b x t``) are in the head's dtype
+        and on its device; they are scaled here.  No host synchronisation.
+        """
+        b = features.shape[0]
+        scale = 1.0 / math.sqrt(self.batch_size)
+        self.n_seen += b
+        ridge_ref = self.per_step * (self.n_seen / self.batch_size)
+        result = slimtik_step(
+            features * scale,
+            targets * scale,
+            self.coef,
+            self.ridge,
+            self.memory.total(),
+            ridge_fixed=self.fixed,
+            ridge_ref=ridge_ref,
+            max_change=self.max_change,
+            weight=b / self.batch_size,
+            rule=self.rule,
+        )
+        self.memory.push(result.gram)
+        self.coef, self.ridge = result.coef, result.ridge
+        if self.fixed is None:
+            self.per_step = self.ridge * (self.batch_size / self.n_seen)
+        self._pending.append(self.per_step)
+        return self.coef
+
+    def ridge_path(self) -> np.ndarray:
+        """Per-step ridge ``S_k n_batch / n_seen_k`` of every step so far.
+
+        Copies the steps since the last call to the host (one synchronisation).
+        """
+        if self._pending:
+            new = torch.stack(self._pending).cpu().numpy().astype(np.float64)
+            self._path = np.concatenate((self._path, new))
+            self._pending = []
+        return self._path
+
+    def to(self, device: torch.device) -> "SlimTikHead":
+        """Move every tensor to ``device`` (in place); returns self."""
+        self.ridge_path()
+        self.coef = self.coef.to(device)
+        self.ridge = self.ridge.to(device)
+        self.per_step = self.per_step.to(device)
+        self.memory.to(device)
+        return self
+
+    def __getstate__(self):
+        self.ridge_path()
+        return self.__dict__.copy()

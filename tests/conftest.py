@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import torch
+
+from sklearn_slimtrain.datasets import make_oscillator, make_peaks
+
+
+@pytest.fixture(scope="session")
+def peaks_data():
+    X, y = make_peaks(300, random_state=0)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def multi_data():
+    X, y = make_oscillator(120, n_times=4, random_state=0)
+    return X, y
+
+
+class FrozenFeatures(torch.nn.Module):
+    """Random tanh features with no trainable parameters (a frozen extractor)."""
+
+    def __init__(self, n_in=2, n_out=6, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("K", torch.randn(n_in, n_out, generator=g, dtype=torch.float64))
+        self.register_buffer("c", torch.randn(n_out, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.tanh(x @ self.K.to(x.dtype) + self.c.to(x.dtype))
+
+
+@pytest.fixture
+def frozen():
+    return FrozenFeatures
+
+
+def tikhonov(Z, Y, lam):
+    """Closed form of min (1/N) sum 1/2||W z - y||^2 + lam/2 ||W||^2 (rows z_i of Z)."""
+    N, p = Z.shape
+    return np.linalg.solve(Z.T @ Z / N + lam * np.eye(p), Z.T @ Y / N)

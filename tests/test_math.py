@@ -1,0 +1,191 @@
+"""The pure math core against brute force on explicit (Kronecker) systems."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_slimtrain._memory import GramMemory
+from sklearn_slimtrain._sgcv import sgcv_factors, sgcv_values
+from sklearn_slimtrain._slimtik import (
+    global_candidates,
+    matlab_candidates,
+    select_ridge,
+    slimtik_step,
+)
+
+D64 = torch.float64
+
+
+def _problem(rng, b=6, p=5, t=3, r=2):
+    A = rng.standard_normal((b, p))
+    B = rng.standard_normal((b, t))
+    W = rng.standard_normal((p, t))
+    M = rng.standard_normal((r * b, p))  # memory blocks, stacked
+    return A, B, W, M
+
+
+def _bruteforce_step(A, B, W, M, S_prev, S):
+    """Solve (3.7) as one stacked least-squares problem on vec(W) (Kronecker form)."""
+    t = B.shape[1]
+    I_t = np.eye(t)
+    p = A.shape[1]
+    # vec() stacks columns of the (t x p) matrix W^T; rows of the system are (sample, target)
+    big_M = np.kron(M, I_t)
+    big_A = np.kron(A, I_t)
+    w_prev = W.reshape(-1)  # row-major (p, t) == vec of W^T columns
+    lhs = np.vstack([big_M, big_A, np.sqrt(S) * np.eye(p * t)])
+    rhs = np.concatenate([big_M @ w_prev, B.reshape(-1), S_prev / np.sqrt(S) * w_prev])
+    w = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    return w.reshape(p, t), big_A, big_M
+
+
+def _bruteforce_gcv(A, B, W, M, S_prev, S):
+    w, big_A, big_M = _bruteforce_step(A, B, W, M, S_prev, S)
+    n = big_A.shape[0]
+    T = np.linalg.inv(S * np.eye(big_A.shape[1]) + big_M.T @ big_M + big_A.T @ big_A)
+    resid = big_A @ w.reshape(-1) - B.reshape(-1)
+    return n * resid @ resid / (n - np.trace(big_A @ T @ big_A.T)) ** 2
+
+
+def _kernel_gcv(A, B, W, M, S_prev, cands):
+    At, Bt, Wt, Mt = (torch.tensor(v, dtype=D64) for v in (A, B, W, M))
+    G = Mt.T @ Mt + At.T @ At
+    evals, evecs = torch.linalg.eigh(G)
+    U = At @ evecs
+    R = Bt - At @ Wt
+    f = sgcv_factors(evals, U, U.T @ R, evecs.T @ Wt, R)
+    return sgcv_values(f, torch.tensor(S_prev, dtype=D64), torch.tensor(cands, dtype=D64)).numpy()
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 3, 2), (4, 7, 2, 0), (10, 3, 1, 1), (3, 4, 5, 3)])
+def test_sgcv_matches_bruteforce_kronecker_gcv(shape):
+    b, p, t, r = shape
+    rng = np.random.default_rng(sum(shape))
+    A, B, W, M = _problem(rng, b, p, t, r)
+    S_prev = 0.3
+    cands = np.logspace(-4, 2, 13)
+    ours = _kernel_gcv(A, B, W, M, S_prev, cands)
+    ref = np.array([_bruteforce_gcv(A, B, W, M, S_prev, s) for s in cands])
+    np.testing.assert_allclose(ours, ref, rtol=1e-8)
+    assert np.argmin(ours) == np.argmin(ref)
+
+
+def test_sgcv_multitarget_counts_rows_and_trace_per_target():
+    # With t identical targets the GCV value of the Kronecker system equals the
+    # single-target value: rows b*t and trace t*tr(...) scale together.
+    rng = np.random.default_rng(0)
+    A, B, W, M = _problem(rng, 8, 4, 1, 1)
+    cands = np.logspace(-3, 1, 5)
+    one = _kernel_gcv(A, B, W, M, 0.1, cands)
+    three = _kernel_gcv(A, np.repeat(B, 3, 1), np.repeat(W, 3, 1), M, 0.1, cands)
+    np.testing.assert_allclose(three, one, rtol=1e-10)
+
+
+@pytest.mark.parametrize("fixed", [0.05, None])
+def test_slimtik_step_matches_stacked_least_squares(fixed):
+    rng = np.random.default_rng(3)
+    A, B, W, M = _problem(rng, 5, 6, 2, 2)
+    S_prev = 0.2
+    At, Bt, Wt, Mt = (torch.tensor(v, dtype=D64) for v in (A, B, W, M))
+    copies = [v.clone() for v in (At, Bt, Wt, Mt)]
+    mem = Mt.T @ Mt
+    res = slimtik_step(
+        At, Bt, Wt, torch.tensor(S_prev, dtype=D64), mem,
+        ridge_fixed=fixed, ridge_ref=torch.tensor(S_prev, dtype=D64), max_change=np.inf,
+    )
+    S = float(res.ridge)
+    if fixed is not None:
+        assert S == pytest.approx(S_prev + fixed)
+    else:  # the chosen ridge is the brute-force GCV minimiser over the same grid
+        cands = global_candidates(mem + At.T @ At).numpy()
+        ref = [_bruteforce_gcv(A, B, W, M, S_prev, s) for s in cands]
+        assert S == pytest.approx(cands[int(np.argmin(ref))], rel=1e-12)
+    w_ref, _, _ = _bruteforce_step(A, B, W, M, S_prev, S)
+    np.testing.assert_allclose(res.coef.numpy(), w_ref, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.gram.numpy(), A.T @ A, rtol=1e-12)
+    for before, after in zip(copies, (At, Bt, Wt, Mt)):
+        assert torch.equal(before, after), "inputs must not be mutated"
+
+
+def test_bounded_step_clips_the_sgcv_minimiser():
+    rng = np.random.default_rng(4)
+    A, _, W, M = _problem(rng, 12, 3, 1, 0)
+    B = A @ W + 0.01 * rng.standard_normal((12, 1))  # informative data, far from the prior 0
+    args = [torch.tensor(v, dtype=D64) for v in (A, B, np.zeros_like(W))]
+    S_prev = torch.tensor(1e3, dtype=D64)  # far above any useful ridge for this problem
+    kw = dict(ridge_fixed=None, ridge_ref=S_prev)
+    free = slimtik_step(*args, S_prev, torch.zeros(3, 3, dtype=D64), max_change=np.inf, **kw)
+    bounded = slimtik_step(*args, S_prev, torch.zeros(3, 3, dtype=D64), max_change=0.5, **kw)
+    assert float(free.ridge) < 1e3 / 2
+    assert float(bounded.ridge) == pytest.approx(1e3 / 2)  # at most a factor 2 down
+    first = slimtik_step(*args, torch.tensor(0.0, dtype=D64), torch.zeros(3, 3, dtype=D64),
+                         ridge_fixed=None, ridge_ref=torch.tensor(1e-9, dtype=D64), max_change=0.5)
+    assert float(first.ridge) == pytest.approx(1.5e-9, rel=1e-12)  # moves up from ridge_ref, bounded
+
+
+def test_matlab_candidates_window():
+    S = torch.tensor(1e-2, dtype=D64)
+    c = matlab_candidates(S)
+    assert c.shape == (61,)
+    assert float(c.min()) == pytest.approx(0.5e-2) and float(c.max()) == pytest.approx(1.5e-2)
+    tiny = matlab_candidates(torch.tensor(1e-9, dtype=D64))
+    assert float(tiny.min()) >= 1e-7  # the published floor
+
+
+def test_select_ridge_breaks_ties_towards_larger_ridge():
+    cands = torch.tensor([1e-6, 1e-4, 1e-2, 1.0], dtype=D64)
+    values = torch.tensor([1.0, 1.0, 1.0 + 1e-12, 2.0], dtype=D64)
+    assert float(select_ridge(values, cands)) == pytest.approx(1e-2)
+    values = torch.tensor([float("nan"), 3.0, 2.0, 5.0], dtype=D64)
+    assert float(select_ridge(values, cands)) == pytest.approx(1e-2)
+
+
+def test_gram_memory_keeps_the_last_r_blocks():
+    mem = GramMemory(2, 2, dtype=D64, device=torch.device("cpu"))
+    assert torch.equal(mem.total(), torch.zeros(2, 2, dtype=D64))
+    for k in (1.0, 2.0, 4.0):
+        mem.push(k * torch.eye(2, dtype=D64))
+    assert torch.allclose(mem.total(), 6.0 * torch.eye(2, dtype=D64))
+    empty = GramMemory(0, 3, dtype=D64, device=torch.device("cpu"))
+    empty.push(torch.eye(3, dtype=D64))
+    assert torch.equal(empty.total(), torch.zeros(3, 3, dtype=D64))
+
+
+# --------------------------------------------------------------- property tests
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _random_problem(draw):
+    b = draw(st.integers(1, 12))
+    p = draw(st.integers(1, 8))
+    t = draw(st.integers(1, 4))
+    r = draw(st.integers(0, 3))
+    scale = 10.0 ** draw(st.integers(-4, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    dup = draw(st.booleans())
+    rng = np.random.default_rng(seed)
+    A, B, W, M = _problem(rng, b, p, t, r)
+    if dup and p > 1:  # duplicated column: rank-deficient features
+        A[:, -1] = A[:, 0]
+        M[:, -1] = M[:, 0]
+    return A * scale, B, W / scale, M * scale
+
+
+@settings(max_examples=60, deadline=None)
+@given(_random_problem(), st.floats(1e-3, 1e2))
+def test_step_and_sgcv_match_dense_reference_on_random_problems(problem, rel_ridge):
+    A, B, W, M = problem
+    G = M.T @ M + A.T @ A
+    S_prev = rel_ridge * max(np.trace(G) / G.shape[0], 1e-300)
+    S = 1.7 * S_prev
+    At, Bt, Wt, Mt = (torch.tensor(v, dtype=D64) for v in (A, B, W, M))
+    res = slimtik_step(At, Bt, Wt, torch.tensor(S_prev, dtype=D64), Mt.T @ Mt,
+                       ridge_fixed=S - S_prev, ridge_ref=torch.tensor(S_prev, dtype=D64), max_change=0.5)
+    assert torch.isfinite(res.coef).all()
+    w_ref, _, _ = _bruteforce_step(A, B, W, M, S_prev, S)
+    np.testing.assert_allclose(res.coef.numpy(), w_ref, rtol=1e-6, atol=1e-8 * np.abs(w_ref).max() + 1e-12)
+    ours = _kernel_gcv(A, B, W, M, S_prev, np.array([S, 3 * S]))
+    ref = np.array([_bruteforce_gcv(A, B, W, M, S_prev, s) for s in (S, 3 * S)])
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
