@@ -1,12 +1,15 @@
 """The scikit-learn face of slimTrain: :class:`SlimTrainRegressor`."""
 
 import copy
+import math
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -50,7 +53,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         ``r``: number of previous batches whose features the head keeps.
     batch_size : int, default=32
         Mini-batch size; the last batch of a pass may be smaller.
-    max_iter : int, default=100
+    max_iter : int, default=50
         Number of epochs of ``fit``.
     shuffle : bool, default=True
         Shuffle the rows at every epoch (and in ``partial_fit``).
@@ -141,12 +144,14 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
     --------
     >>> from sklearn_slimtrain import SlimTrainRegressor
     >>> from sklearn_slimtrain.datasets import make_peaks
-    >>> X, y = make_peaks(400, random_state=0)
-    >>> model = SlimTrainRegressor(max_iter=5, random_state=0).fit(X, y)
-    >>> model.predict(X[:3]).shape
+    >>> X, y = make_peaks(600, random_state=0)
+    >>> model = SlimTrainRegressor(learning_rate=1e-2, max_iter=10, random_state=0)
+    >>> model.fit(X[:500], y[:500]).predict(X[500:503]).shape
     (3,)
-    >>> bool(model.score(X, y) > 0.5)
+    >>> bool(model.score(X[500:], y[500:]) > 0.9)
     True
+    >>> model.ridge_path_.shape  # one ridge per iteration: 10 epochs x 16 batches
+    (160,)
     """
 
     _parameter_constraints: dict = {
@@ -182,7 +187,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         alpha=0.0,
         memory_depth=0,
         batch_size=32,
-        max_iter=100,
+        max_iter=50,
         shuffle=True,
         ridge="sgcv",
         ridge_init=1e-3,
@@ -274,7 +279,20 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         Yt = torch.tensor(y2, dtype=self._head.dtype, device=device)
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
-            loss = self._epoch(Xt, Yt)
+            snapshot = self._snapshot()
+            try:
+                loss = self._epoch(Xt, Yt)
+            except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
+                loss = math.nan
+            if not math.isfinite(loss):
+                self._restore(snapshot)
+                warnings.warn(
+                    f"Training diverged in epoch {self.n_iter_ + 1}: the training loss is not finite. "
+                    "The model was restored to its state before that epoch and training stopped. "
+                    f"Lower learning_rate (now {self.learning_rate}) or scale the inputs.",
+                    ConvergenceWarning,
+                )
+                break
             self.loss_curve_.append(loss)
             self.n_iter_ += 1
             self.t_ += X.shape[0]
@@ -324,6 +342,17 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.t_ = 0
+
+    def _snapshot(self):
+        """Copy of the training state, to restore after a diverged epoch (one per epoch)."""
+        optimizer = None if self._optimizer is None else self._optimizer.state_dict()
+        return copy.deepcopy((self.feature_extractor_.state_dict(), optimizer, self._head, self._rng))
+
+    def _restore(self, snapshot):
+        module_state, optimizer_state, self._head, self._rng = snapshot
+        self.feature_extractor_.load_state_dict(module_state)
+        if optimizer_state is not None:
+            self._optimizer.load_state_dict(optimizer_state)
 
     def _build_extractor(self, n_features_in):
         spec = self.feature_extractor

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -336,3 +337,18 @@ def test_cuda_fit_predict_and_pickle_to_cpu(multi_data):
     state = pickle.loads(pickle.dumps(gpu)).__getstate__()
     assert all(t.device.type == "cpu" for t in state["feature_extractor_"].state_dict().values())
     np.testing.assert_allclose(pickle.loads(pickle.dumps(gpu)).predict(X), gpu.predict(X), rtol=1e-6)
+
+
+def test_divergence_restores_last_finite_state_and_warns():
+    # a linear extractor trained by SGD with an absurd learning rate explodes to inf/nan
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3)) * 10
+    y = np.sin(X[:, 0]) + X[:, 1] ** 2
+    m = SlimTrainRegressor(lambda n: torch.nn.Linear(n, 4), optimizer="sgd", learning_rate=1e6,
+                           batch_size=8, max_iter=20, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged in epoch .*restored"):
+        m.fit(X, y)
+    assert m.n_iter_ < 20 and len(m.loss_curve_) == m.n_iter_
+    assert all(np.isfinite(m.loss_curve_))
+    assert np.all(np.isfinite(m.predict(X))) and np.all(np.isfinite(m.coef_))
+    assert all(torch.isfinite(p).all() for p in m.feature_extractor_.parameters())

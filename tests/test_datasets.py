@@ -1,0 +1,29 @@
+import numpy as np
+
+from sklearn_slimtrain.datasets import make_oscillator, make_peaks, peaks
+
+
+def test_peaks_formula_and_determinism():
+    np.testing.assert_allclose(peaks(0.0, 0.0), 8 / 3 * np.exp(-1), rtol=1e-14)
+    X, y = make_peaks(50, random_state=3)
+    X2, y2 = make_peaks(50, random_state=3)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert X.shape == (50, 2) and np.all(np.abs(X) <= 3)
+    np.testing.assert_allclose(y, peaks(X[:, 0], X[:, 1]))
+    _, noisy = make_peaks(50, noise=0.1, random_state=3)
+    assert 0.05 < np.std(noisy - y) < 0.2
+
+
+def test_oscillator_solves_its_ode():
+    n_times, T = 4000, 5.0
+    X, Y = make_oscillator(5, n_times=n_times, final_time=T, random_state=0)
+    dt = T / n_times
+    omega, zeta = X[:, [0]], X[:, [1]]
+    d1 = (Y[:, 2:] - Y[:, :-2]) / (2 * dt)
+    d2 = (Y[:, 2:] - 2 * Y[:, 1:-1] + Y[:, :-2]) / dt**2
+    residual = d2 + 2 * zeta * omega * d1 + omega**2 * Y[:, 1:-1]
+    assert np.max(np.abs(residual)) < 1e-3 * np.max(np.abs(d2))
+    # x(0) = x0 and x'(0) = v0: extrapolate the first samples back to t = 0
+    x_at_0 = 2 * Y[:, 0] - Y[:, 1]
+    np.testing.assert_allclose(x_at_0, X[:, 2], atol=1e-3)

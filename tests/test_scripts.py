@@ -1,0 +1,28 @@
+"""Smoke runs of the benchmark and example scripts (benchmarks are scripts, not tests)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+
+
+def test_stability_benchmark_quick():
+    out = _run("benchmarks/stability.py", "--quick", "--n-jobs", "1").stdout
+    assert "## summary" in out and out.count("| peaks | bounded |") >= 2 and "| peaks | adam |" in out
+
+
+def test_overhead_benchmark_quick():
+    out = _run("benchmarks/overhead.py", "--quick").stdout
+    assert out.count("| cpu |") == 3
+
+
+def test_demo_runs():
+    out = _run("examples/demo_peaks.py").stdout
+    assert "SlimTrainRegressor()" in out and "MLPRegressor()" in out
