@@ -44,7 +44,7 @@ def fit_adam(X, y, *, extractor, lr=1e-3, batch_size=32, epochs=20, weight_decay
         width = extractor(Xt[:2]).shape[1]
     head = torch.nn.Linear(width, Yt.shape[1]).to(device)
     net = torch.nn.Sequential(extractor, head)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)  # as SlimTrainRegressor
 
     def predict(Xn):
         with torch.no_grad():

@@ -17,6 +17,8 @@ Prints validation R2 (mean over seeds) per configuration and a summary per rule.
     python benchmarks/stability.py                      # full grid, 1 seed
     python benchmarks/stability.py --seeds 1 2 3 --batches 5 32 --memories 0 5 --lrs 1e-3 1e-2
     python benchmarks/stability.py --quick              # 1 epoch, tiny grid (smoke test)
+    python benchmarks/stability.py --problems peaks --width 8 --batches 1 --memories 0 10 100 \
+        --lrs 1e-3 --rules bounded --epochs 3 --seeds 0 1  # the paper's Figure 2 case
 """
 
 import argparse
@@ -51,17 +53,18 @@ def load(problem):
     return X[:400], y[:400], X[400:], y[400:]
 
 
-def run(problem, rule, batch, memory, lr, epochs, seed):
+def run(problem, rule, batch, memory, lr, epochs, seed, width=16):
     torch.set_num_threads(1)  # one process per core
     Xtr, ytr, Xva, yva = load(problem)
     if rule == "adam":
         torch.manual_seed(seed)
-        predict = fit_adam(Xtr, ytr, extractor=ResNetFeatures(Xtr.shape[1]), lr=lr, batch_size=batch,
+        predict = fit_adam(Xtr, ytr, extractor=ResNetFeatures(Xtr.shape[1], width=width), lr=lr, batch_size=batch,
                            epochs=epochs, seed=seed)
         return problem, rule, batch, memory, lr, seed, float(r2_score(yva, predict(Xva))), float("nan")
     cls = MatlabRuleRegressor if rule == "matlab" else SlimTrainRegressor
     change = np.inf if rule == "free" else 0.5
-    model = cls(batch_size=batch, memory_depth=memory, learning_rate=lr, max_iter=epochs,
+    model = cls(lambda n: ResNetFeatures(n, width=width), batch_size=batch, memory_depth=memory, learning_rate=lr,
+                max_iter=epochs,
                 ridge_max_change=change, random_state=seed)
     model.fit(Xtr, ytr)
     return problem, rule, batch, memory, lr, seed, float(model.score(Xva, yva)), float(model._head.ridge)
@@ -77,6 +80,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[5, 32, 256])
     parser.add_argument("--memories", type=int, nargs="+", default=[0, 5, 10])
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1])
+    parser.add_argument("--width", type=int, default=16, help="ResNet width (paper: 8 for peaks)")
     parser.add_argument("--n-jobs", type=int, default=2)
     args = parser.parse_args(argv)
     if args.quick:
@@ -84,7 +88,7 @@ def main(argv=None):
     jobs = []
     for problem, rule, b, lr, seed in itertools.product(args.problems, args.rules, args.batches, args.lrs, args.seeds):
         for r in [0] if rule == "adam" else args.memories:  # Adam has no memory
-            jobs.append(delayed(run)(problem, rule, b, r, lr, args.epochs, seed))
+            jobs.append(delayed(run)(problem, rule, b, r, lr, args.epochs, seed, args.width))
     results = Parallel(n_jobs=args.n_jobs)(jobs)
 
     groups = defaultdict(list)

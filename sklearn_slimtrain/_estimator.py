@@ -370,7 +370,11 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         params = [p for p in self.feature_extractor_.parameters() if p.requires_grad]
         if not params:
             return None
-        cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}.get(self.optimizer, self.optimizer)
+        if self.optimizer in ("adam", "sgd"):
+            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
+            # foreach: one fused update for all parameter tensors (the default on CUDA only)
+            return cls(params, lr=self.learning_rate, foreach=True)
+        cls = self.optimizer
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
             raise TypeError(
                 "optimizer must be 'adam', 'sgd' or a torch.optim.Optimizer subclass; "
