@@ -17,6 +17,7 @@ from torch import nn
 
 from ._device import resolve_device, resolve_dtype, restore_device
 from ._extractors import ResNetFeatures
+from ._slimtik import tikhonov_from_gram
 from ._solver import SlimTikHead
 
 __all__ = ["SlimTrainRegressor"]
@@ -66,6 +67,13 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         Largest relative change ``|Lambda_k| / S_{k-1}`` of the cumulative sGCV
         ridge in one step: 0.5 lets it move by a factor 1.5 up or 2 down, as
         the published MATLAB code; ``np.inf`` jumps to the sGCV minimiser.
+    refit_head : bool, default=True
+        After the last epoch of ``fit``, solve the head once on all training
+        rows with the final extractor: the variable-projection head of the
+        paper's (2.6), ``min_W (1/N) sum_i 1/2 ||W z_i - y_i||^2 + lam/2 ||W||^2``,
+        with ``lam`` chosen by exact GCV on those rows (or ``lam = ridge`` for a
+        float ridge).  One forward pass over the data in chunks; the memory used
+        is ``p x p``.  ``partial_fit`` never refits (it is one streaming pass).
     fit_intercept : bool, default=True
         Append a ones column to the features; its weight (the intercept) is
         regularised with ``W``, as in the paper.
@@ -93,12 +101,16 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         Head intercept (0 when ``fit_intercept=False``).
     ridge_ : float
         Current per-step ridge, ``ridge_path_[-1]``.
+    refit_ridge_ : float
+        The ridge ``lam`` of the final head solve (only when ``fit`` refitted
+        the head).
     ridge_path_ : ndarray of shape (n_steps,)
         Per-step ridge of every iteration, ``S_k * batch_size / n_seen_k`` with
         ``S_k`` the cumulative ridge (equal to ``S_k / k`` with full batches).
     loss_curve_ : list of float
         Mean training loss ``(1/n) sum_i 1/2 ||W z_i - y_i||^2`` per epoch (per
-        ``partial_fit`` call), with the head of each step.
+        ``partial_fit`` call), each batch with the head just solved on it (so
+        optimistic for batches that barely determine the head).
     n_iter_ : int
         Epochs run (``partial_fit`` calls count one each).
     t_ : int
@@ -129,8 +141,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
     a global log grid of cumulative ridges, and ``S_k`` moves towards that
     minimiser by at most ``ridge_max_change * S_{k-1}``; see the user guide.
 
-    Steps never synchronise with the device; the loss and the ridge path are
-    copied to the host once per epoch.
+    A step makes no host-device synchronisation of its own: the ridge is chosen
+    on the device, and the loss and the ridge path are copied to the host once
+    per epoch.  On CUDA, ``torch.linalg.eigh`` checks its LAPACK status on the
+    host, which is one synchronisation per step.
 
     References
     ----------
@@ -166,6 +180,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         "ridge": [StrOptions({"sgcv"}), Interval(Real, 0, None, closed="neither")],
         "ridge_init": [Interval(Real, 0, None, closed="neither")],
         "ridge_max_change": [Interval(Real, 0, None, closed="right")],
+        "refit_head": ["boolean"],
         "fit_intercept": ["boolean"],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"}), torch.dtype],
@@ -192,6 +207,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         ridge="sgcv",
         ridge_init=1e-3,
         ridge_max_change=0.5,
+        refit_head=True,
         fit_intercept=True,
         device="cpu",
         dtype="float32",
@@ -211,6 +227,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         self.ridge = ridge
         self.ridge_init = ridge_init
         self.ridge_max_change = ridge_max_change
+        self.refit_head = refit_head
         self.fit_intercept = fit_intercept
         self.device = device
         self.dtype = dtype
@@ -301,7 +318,27 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
                     f"epoch {self.n_iter_:5d} | train loss {loss:.6g} | ridge {self.ridge_:.3g} | "
                     f"{time.perf_counter() - start:.2f} s"
                 )
+        if self.refit_head and not incremental:
+            self._refit_head(Xt, Yt)
         return self
+
+    def _refit_head(self, Xt, Yt):
+        """Variable-projection head on all of ``(Xt, Yt)`` with the final extractor."""
+        p, dtype = self._head.coef.shape[0], self._head.dtype
+        gram = torch.zeros((p, p), dtype=dtype, device=Xt.device)
+        cross = torch.zeros((p, Yt.shape[1]), dtype=dtype, device=Xt.device)
+        self.feature_extractor_.eval()
+        with torch.no_grad():
+            for start in range(0, Xt.shape[0], _PREDICT_CHUNK):
+                Z = self._features(Xt[start : start + _PREDICT_CHUNK]).to(dtype)
+                gram += Z.T @ Z
+                cross += Z.T @ Yt[start : start + _PREDICT_CHUNK]
+        n = Xt.shape[0]
+        ridge = None if self.ridge == "sgcv" else float(self.ridge)
+        result = tikhonov_from_gram(gram / n, cross / n, (Yt * Yt).sum() / n, n, ridge=ridge)
+        if bool(torch.isfinite(result.coef).all()):
+            self._head.coef = result.coef
+            self.refit_ridge_ = float(result.ridge)
 
     def _initialize(self, X, y2, y_ndim):
         """Create every piece of fitted state (the only place that does)."""
@@ -509,6 +546,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         self._optimizer = self._make_optimizer()
         if optimizer_state is not None and self._optimizer is not None:
             self._optimizer.load_state_dict(optimizer_state)
+
+    def __sklearn_is_fitted__(self):
+        # n_features_in_ is set by validation before a fit can still fail
+        return hasattr(self, "feature_extractor_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

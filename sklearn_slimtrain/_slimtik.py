@@ -53,10 +53,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._sgcv import sgcv_factors, sgcv_values
+from ._sgcv import SGCVFactors, sgcv_factors, sgcv_values
 
 __all__ = [
     "StepResult",
+    "TikhonovResult",
     "global_candidates",
     "matlab_candidates",
     "select_ridge",
@@ -79,6 +80,18 @@ MATLAB_FLOOR = 1e-7
 MATLAB_HALF = 30
 
 
+# Grid of the one-off full-data solve (``tikhonov_from_gram``): 4x finer, a
+# factor 1.18 between neighbours, since it is evaluated once per fit.
+FINAL_GRID_SIZE = 253
+
+
+class TikhonovResult(NamedTuple):
+    """Result of a full-data Tikhonov solve."""
+
+    coef: Tensor  # (p, t)
+    ridge: Tensor  # () the ridge lam of (1/N) sum 1/2||W z - y||^2 + lam/2 ||W||^2
+
+
 class StepResult(NamedTuple):
     """Result of one slimTik step."""
 
@@ -90,20 +103,20 @@ class StepResult(NamedTuple):
 _UNIT_GRID: dict = {}
 
 
-def _unit_grid(dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, GRID_SIZE)``, cached per dtype and device."""
-    key = (dtype, str(device))
+def _unit_grid(dtype: torch.dtype, device: torch.device, size: int) -> Tensor:
+    """``10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, size)``, cached per dtype, device and size."""
+    key = (dtype, str(device), size)
     if key not in _UNIT_GRID:
-        exps = torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, GRID_SIZE, dtype=torch.float64)
+        exps = torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, size, dtype=torch.float64)
         _UNIT_GRID[key] = torch.pow(10.0, exps).to(dtype=dtype, device=device)
     return _UNIT_GRID[key]
 
 
 @torch.no_grad()
-def global_candidates(gram: Tensor) -> Tensor:
+def global_candidates(gram: Tensor, size: int = GRID_SIZE) -> Tensor:
     """Global log-spaced grid of cumulative ridges, relative to ``tr(G)/p``."""
     scale = (torch.trace(gram) / gram.shape[0]).clamp_min(torch.finfo(gram.dtype).tiny)
-    return scale * _unit_grid(gram.dtype, gram.device)
+    return scale * _unit_grid(gram.dtype, gram.device, size)
 
 
 @torch.no_grad()
@@ -202,3 +215,52 @@ def slimtik_step(
     lam = ridge - ridge_prev
     step = evecs @ ((Q - lam * P) / (evals.clamp_min(0.0) + ridge)[:, None])
     return StepResult(coef=coef + step, ridge=ridge, gram=gram)
+
+
+@torch.no_grad()
+def tikhonov_from_gram(
+    gram: Tensor, cross: Tensor, ynorm2: Tensor, n_rows: int, *, ridge: float | None
+) -> TikhonovResult:
+    """Tikhonov head on a whole data set from its sufficient statistics, ridge by GCV.
+
+    Solves ``min_W (1/N) sum_i 1/2 ||W^T z_i - y_i||^2 + lam/2 ||W||_F^2`` (the
+    paper's (2.6) on the training set: the variable-projection head for the
+    current extractor) from ``gram = Z^T Z / N``, ``cross = Z^T Y / N`` and
+    ``ynorm2 = ||Y||_F^2 / N``, which can be accumulated in chunks of rows.
+    With ``ridge=None``, ``lam`` minimises the exact GCV function of the
+    vectorised system (``N t`` rows, trace ``t sum_j d_j / (d_j + lam)``) over a
+    global grid; it is the sGCV kernel with ``A = Z / sqrt(N)``, ``W_prev = 0``
+    and no memory, where ``H = U^T U = diag(d)``.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (p, p)
+    cross : Tensor of shape (p, t)
+    ynorm2 : Tensor of shape ()
+    n_rows : int
+        ``N``.
+    ridge : float or None
+        A fixed ``lam``, or None for GCV.
+
+    Returns
+    -------
+    TikhonovResult
+    """
+    evals, evecs = torch.linalg.eigh(gram)
+    evals = evals.clamp_min(0.0)
+    Q = evecs.T @ cross
+    if ridge is None:
+        zeros = torch.zeros_like(gram)
+        factors = SGCVFactors(
+            evals=evals,
+            quad=torch.cat((torch.diag(evals * (Q * Q).sum(1)), zeros, zeros), dim=1),  # H = diag(d)
+            lin=torch.stack(((Q * Q).sum(1), torch.zeros_like(evals), evals), dim=1),
+            rnorm2=ynorm2,
+            n_rows=n_rows,
+            n_targets=cross.shape[1],
+        )
+        cands = global_candidates(gram, FINAL_GRID_SIZE)
+        lam = select_ridge(sgcv_values(factors, torch.zeros_like(ynorm2), cands), cands)
+    else:
+        lam = torch.tensor(float(ridge), dtype=gram.dtype, device=gram.device)
+    return TikhonovResult(coef=evecs @ (Q / (evals + lam)[:, None]), ridge=lam)

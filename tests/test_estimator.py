@@ -53,7 +53,7 @@ def test_one_epoch_full_memory_is_the_tikhonov_solution(n_samples, batch_size, l
     ext = FrozenFeatures()
     model = SlimTrainRegressor(
         ext, ridge=lam, memory_depth=n_samples, batch_size=batch_size, max_iter=1,
-        shuffle=False, dtype="float64", random_state=0,
+        shuffle=False, dtype="float64", refit_head=False, random_state=0,
     ).fit(X, y)
     W = tikhonov(_design(ext, X), y, lam)
     got = np.append(model.coef_, model.intercept_)
@@ -70,7 +70,7 @@ def test_limited_memory_is_not_the_tikhonov_solution():
     y = X[:, 0] ** 3
     ext = FrozenFeatures()
     model = SlimTrainRegressor(ext, ridge=1e-3, memory_depth=0, batch_size=10, max_iter=1,
-                               shuffle=False, dtype="float64").fit(X, y)
+                               shuffle=False, dtype="float64", refit_head=False).fit(X, y)
     W = tikhonov(_design(ext, X), y, 1e-3)
     assert np.linalg.norm(np.append(model.coef_, model.intercept_) - W) / np.linalg.norm(W) > 1e-4
 
@@ -79,12 +79,52 @@ def test_multi_target_equals_per_target_fits_for_fixed_ridge():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((50, 2))
     Y = np.column_stack([np.sin(X[:, 0]), X[:, 1] ** 2, X[:, 0] * X[:, 1]])
-    kw = dict(ridge=1e-2, memory_depth=3, batch_size=8, max_iter=2, dtype="float64", random_state=0)
+    kw = dict(ridge=1e-2, memory_depth=3, batch_size=8, max_iter=2, dtype="float64", refit_head=False,
+              random_state=0)
     joint = SlimTrainRegressor(FrozenFeatures(), **kw).fit(X, Y)
     for j in range(3):
         single = SlimTrainRegressor(FrozenFeatures(), **kw).fit(X, Y[:, j])
         np.testing.assert_allclose(joint.coef_[j], single.coef_, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(joint.predict(X)[:, j], single.predict(X), rtol=1e-10, atol=1e-12)
+
+
+def test_refit_head_is_the_full_data_tikhonov_or_gcv_solution():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((90, 2))
+    Y = np.column_stack([np.sin(X[:, 0]), X[:, 1] ** 2]) + 0.05 * rng.standard_normal((90, 2))
+    ext = FrozenFeatures(n_out=7)
+    Z = _design(ext, X)
+    fixed = SlimTrainRegressor(ext, ridge=0.02, batch_size=16, max_iter=2, dtype="float64").fit(X, Y)
+    W = tikhonov(Z, Y, 0.02)
+    got = np.hstack([fixed.coef_, fixed.intercept_[:, None]]).T
+    np.testing.assert_allclose(got, W, rtol=1e-9)
+    assert fixed.refit_ridge_ == 0.02
+    auto = SlimTrainRegressor(ext, batch_size=16, max_iter=1, dtype="float64").fit(X, Y)
+    # brute-force GCV of the vectorised full-data system over the same grid
+    from sklearn_slimtrain._slimtik import FINAL_GRID_SIZE, global_candidates
+
+    N, t = Y.shape[0], Y.shape[1]
+    grid = global_candidates(torch.tensor(Z.T @ Z / N), FINAL_GRID_SIZE).numpy()
+
+    def gcv(lam):
+        Wl = tikhonov(Z, Y, lam)
+        infl = Z @ np.linalg.solve(Z.T @ Z / N + lam * np.eye(Z.shape[1]), Z.T / N)
+        return N * t * np.sum((Z @ Wl - Y) ** 2) / (N * t - t * np.trace(infl)) ** 2
+
+    best = grid[int(np.argmin([gcv(lam) for lam in grid]))]
+    assert auto.refit_ridge_ == pytest.approx(best, rel=1e-12)
+    np.testing.assert_allclose(np.hstack([auto.coef_, auto.intercept_[:, None]]).T, tikhonov(Z, Y, best), rtol=1e-8)
+    # partial_fit never refits
+    assert not hasattr(SlimTrainRegressor(ext).partial_fit(X, Y), "refit_ridge_")
+
+
+def test_refit_head_improves_the_final_head(peaks_data):
+    X, y = peaks_data
+    kw = dict(batch_size=5, learning_rate=1e-2, max_iter=5, random_state=0)
+    plain = SlimTrainRegressor(refit_head=False, **kw).fit(X, y)
+    refit = SlimTrainRegressor(**kw).fit(X, y)
+    assert refit.score(X, y) > plain.score(X, y)
+    np.testing.assert_array_equal(refit.ridge_path_, plain.ridge_path_)  # same training
 
 
 def test_sgcv_ridge_path_is_cumulative_ridge_per_step(peaks_data):
@@ -185,6 +225,17 @@ def test_invalid_parameters(peaks_data, params, match):
     X, y = peaks_data
     with pytest.raises((ValueError, TypeError), match=match):
         SlimTrainRegressor(max_iter=1, **params).fit(X, y)
+
+
+def test_failed_first_fit_leaves_an_unfitted_estimator(peaks_data):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = peaks_data
+    m = SlimTrainRegressor(lambda n: torch.nn.Flatten(0), max_iter=1)
+    with pytest.raises(ValueError, match="2-D tensor"):
+        m.fit(X, y)
+    with pytest.raises(NotFittedError):
+        m.predict(X)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")

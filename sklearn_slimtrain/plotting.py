@@ -1,0 +1,150 @@
+"""Plots of a fitted SlimTrainRegressor (needs matplotlib: ``pip install sklearn-slimtrain[plot]``).
+
+Every function accepts the fitted estimator itself or a fitted ``Pipeline`` /
+``GridSearchCV`` / ``RandomizedSearchCV`` holding one, draws on ``ax`` (a new
+figure when None) and returns the matplotlib ``Axes``.
+"""
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["plot_loss_curve", "plot_predictions", "plot_ridge_path"]
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "sklearn_slimtrain.plotting needs matplotlib: pip install 'sklearn-slimtrain[plot]'"
+        ) from exc
+    return plt
+
+
+def _regressor(estimator):
+    """The fitted SlimTrainRegressor inside ``estimator`` (search, pipeline or itself)."""
+    from ._estimator import SlimTrainRegressor
+
+    inner = estimator
+    for _ in range(8):  # a search holding a pipeline holding the model, and so on
+        if isinstance(inner, SlimTrainRegressor):
+            check_is_fitted(inner)
+            return inner
+        if hasattr(inner, "best_estimator_"):
+            inner = inner.best_estimator_
+        elif hasattr(inner, "steps"):
+            inner = inner.steps[-1][1]
+        else:
+            break
+    raise TypeError(
+        "expected a fitted SlimTrainRegressor, or a fitted Pipeline or search holding one; "
+        f"got {type(estimator).__name__}."
+    )
+
+
+def _axes(ax):
+    return _pyplot().subplots()[1] if ax is None else ax
+
+
+def plot_loss_curve(estimator, *, ax=None):
+    """Mean training loss per epoch (``loss_curve_``), log scale.
+
+    Parameters
+    ----------
+    estimator : SlimTrainRegressor, Pipeline or search
+        Fitted model.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    reg = _regressor(estimator)
+    ax = _axes(ax)
+    epochs = np.arange(1, len(reg.loss_curve_) + 1)
+    ax.plot(epochs, reg.loss_curve_, marker="o", markersize=3, label="training loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean loss  (1/n) sum 1/2 ||W z - y||^2")
+    ax.legend()
+    return ax
+
+
+def plot_ridge_path(estimator, *, kind="heatmap", steps_per_epoch=None, ax=None):
+    """The ridge chosen at every iteration (``ridge_path_``).
+
+    Parameters
+    ----------
+    estimator : SlimTrainRegressor, Pipeline or search
+        Fitted model.
+    kind : {"heatmap", "line"}, default="heatmap"
+        "heatmap": an iterations x epochs image of ``log10(ridge)`` (the paper's
+        Figures 4 and 6); "line": the ridge against the iteration, log scale.
+    steps_per_epoch : int, default=None
+        Rows of the heatmap; by default ``len(ridge_path_) // n_iter_``.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    reg = _regressor(estimator)
+    path = reg.ridge_path_
+    ax = _axes(ax)
+    if kind == "line":
+        ax.plot(np.arange(1, len(path) + 1), path)
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("ridge per step")
+        return ax
+    if kind != "heatmap":
+        raise ValueError(f"kind must be 'heatmap' or 'line'; got {kind!r}.")
+    steps = steps_per_epoch or max(len(path) // max(reg.n_iter_, 1), 1)
+    epochs = len(path) // steps
+    image = np.log10(path[: epochs * steps]).reshape(epochs, steps).T
+    mesh = ax.imshow(image, aspect="auto", origin="upper", interpolation="nearest",
+                     extent=(0.5, epochs + 0.5, steps + 0.5, 0.5))
+    ax.figure.colorbar(mesh, ax=ax, label="log10 ridge per step")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("iteration in epoch")
+    return ax
+
+
+def plot_predictions(estimator, X, y, *, target=0, ax=None):
+    """Predicted against true values on ``(X, y)``, with the diagonal and R2.
+
+    Parameters
+    ----------
+    estimator : SlimTrainRegressor, Pipeline or search
+        Fitted model; predictions use ``estimator.predict`` (so a pipeline's
+        preprocessing applies).
+    X : array-like of shape (n_samples, n_features)
+        Inputs.
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        True targets.
+    target : int, default=0
+        Which target to show when ``y`` is 2-D.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    from sklearn.metrics import r2_score
+
+    _regressor(estimator)
+    y = np.asarray(y, dtype=np.float64)
+    pred = np.asarray(estimator.predict(X))
+    if y.ndim == 2:
+        y, pred = y[:, target], pred[:, target]
+    ax = _axes(ax)
+    ax.scatter(y, pred, s=8, alpha=0.6)
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"R2 = {r2_score(y, pred):.4f}")
+    return ax

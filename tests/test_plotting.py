@@ -1,0 +1,61 @@
+"""Plots are checked by their contents (axes data), with the Agg backend."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from sklearn_slimtrain import SlimTrainRegressor  # noqa: E402
+from sklearn_slimtrain.plotting import plot_loss_curve, plot_predictions, plot_ridge_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted(peaks_data):
+    X, y = peaks_data
+    return make_pipeline(StandardScaler(), SlimTrainRegressor(batch_size=50, max_iter=3, random_state=0)).fit(X, y)
+
+
+def test_loss_curve(fitted):
+    ax = plot_loss_curve(fitted)
+    x, yv = ax.lines[0].get_data()
+    np.testing.assert_array_equal(x, [1, 2, 3])
+    np.testing.assert_array_equal(yv, fitted[-1].loss_curve_)
+    plt.close("all")
+
+
+def test_ridge_path_heatmap_and_line(fitted, peaks_data):
+    path = fitted[-1].ridge_path_
+    ax = plot_ridge_path(fitted)
+    image = ax.images[0].get_array()
+    assert image.shape == (6, 3)  # 300 rows / 50 = 6 iterations x 3 epochs
+    np.testing.assert_allclose(image[:, 1], np.log10(path[6:12]))
+    ax = plot_ridge_path(fitted, kind="line")
+    np.testing.assert_array_equal(ax.lines[0].get_data()[1], path)
+    with pytest.raises(ValueError, match="kind"):
+        plot_ridge_path(fitted, kind="bars")
+    X, y = peaks_data
+    search = GridSearchCV(SlimTrainRegressor(max_iter=1, random_state=0), {"memory_depth": [0, 1]}, cv=2).fit(X, y)
+    assert plot_ridge_path(search, kind="line").lines[0].get_data()[1].shape == search.best_estimator_.ridge_path_.shape
+    plt.close("all")
+
+
+def test_predictions(fitted, peaks_data, multi_data):
+    X, y = peaks_data
+    ax = plot_predictions(fitted, X, y)
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], y)
+    np.testing.assert_allclose(offsets[:, 1], fitted.predict(X))
+    assert ax.get_title().startswith("R2 = ")
+    Xm, Ym = multi_data
+    m = SlimTrainRegressor(max_iter=1, random_state=0).fit(Xm, Ym)
+    ax = plot_predictions(m, Xm, Ym, target=2)
+    np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 0], Ym[:, 2])
+    with pytest.raises(TypeError, match="SlimTrainRegressor"):
+        plot_predictions(StandardScaler().fit(X), X, y)
+    plt.close("all")
