@@ -26,3 +26,9 @@ def test_overhead_benchmark_quick():
 def test_demo_runs():
     out = _run("examples/demo_peaks.py").stdout
     assert "SlimTrainRegressor()" in out and "MLPRegressor()" in out
+
+
+def test_epochs_benchmark_quick():
+    out = _run("benchmarks/epochs.py", "--epochs", "1", "--seeds", "0", "--n-jobs", "1").stdout
+    assert "| 1 |" in out
+
