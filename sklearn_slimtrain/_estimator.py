@@ -310,6 +310,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
                     ConvergenceWarning,
                 )
                 break
+            self._head.ridge_path()  # move the epoch's ridges to the host (synced already)
             self.loss_curve_.append(loss)
             self.n_iter_ += 1
             self.t_ += X.shape[0]
