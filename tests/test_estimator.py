@@ -403,3 +403,10 @@ def test_divergence_restores_last_finite_state_and_warns():
     assert all(np.isfinite(m.loss_curve_))
     assert np.all(np.isfinite(m.predict(X))) and np.all(np.isfinite(m.coef_))
     assert all(torch.isfinite(p).all() for p in m.feature_extractor_.parameters())
+
+
+def test_verbose_prints_one_line_per_epoch(peaks_data, capsys):
+    X, y = peaks_data
+    SlimTrainRegressor(max_iter=2, verbose=1, random_state=0).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch     1 | train loss") and "ridge" in lines[1]
