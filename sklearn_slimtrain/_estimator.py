@@ -328,12 +328,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         p, dtype = self._head.coef.shape[0], self._head.dtype
         gram = torch.zeros((p, p), dtype=dtype, device=Xt.device)
         cross = torch.zeros((p, Yt.shape[1]), dtype=dtype, device=Xt.device)
-        self.feature_extractor_.eval()
         with torch.no_grad():
-            for start in range(0, Xt.shape[0], _PREDICT_CHUNK):
-                Z = self._features(Xt[start : start + _PREDICT_CHUNK]).to(dtype)
+            for rows, Z in self._chunked_features(Xt):
                 gram += Z.T @ Z
-                cross += Z.T @ Yt[start : start + _PREDICT_CHUNK]
+                cross += Z.T @ Yt[rows]
         n = Xt.shape[0]
         ridge = None if self.ridge == "sgcv" else float(self.ridge)
         result = tikhonov_from_gram(gram / n, cross / n, (Yt * Yt).sum() / n, n, ridge=ridge)
@@ -479,15 +477,23 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         out = np.empty((X.shape[0], self.n_outputs_), dtype=np.float64)
-        device = torch.device(self.device_)
-        coef = self._head.coef
-        self.feature_extractor_.eval()
         with torch.no_grad():
-            for start in range(0, X.shape[0], _PREDICT_CHUNK):
-                stop = start + _PREDICT_CHUNK
-                x = torch.tensor(X[start:stop], dtype=self._dtype, device=device)
-                out[start:stop] = (self._features(x).to(coef.dtype) @ coef).cpu().numpy()
+            for rows, Z in self._chunked_features(X):
+                out[rows] = (Z @ self._head.coef).cpu().numpy()
         return out[:, 0] if self._y_ndim == 1 else out
+
+    def _chunked_features(self, X):
+        """``(rows, F(x))`` for chunks of rows of ``X`` (array or tensor), in eval mode.
+
+        Features in the head's dtype, ones column included; bounded memory whatever
+        the size of ``X``.  Callers hold ``torch.no_grad()``.
+        """
+        self.feature_extractor_.eval()
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            rows = slice(start, start + _PREDICT_CHUNK)
+            x = X[rows] if isinstance(X, torch.Tensor) else torch.tensor(
+                X[rows], dtype=self._dtype, device=torch.device(self.device_))
+            yield rows, self._features(x).to(self._head.dtype)
 
     # ------------------------------------------------------ head attributes
     def _head_weights(self):

@@ -251,10 +251,11 @@ def tikhonov_from_gram(
     Q = evecs.T @ cross
     if ridge is None:
         zeros = torch.zeros_like(gram)
-        factors = SGCVFactors(
+        qq = (Q * Q).sum(1)
+        factors = SGCVFactors(  # W_prev = 0 (P = 0) and H = diag(d)
             evals=evals,
-            quad=torch.cat((torch.diag(evals * (Q * Q).sum(1)), zeros, zeros), dim=1),  # H = diag(d)
-            lin=torch.stack(((Q * Q).sum(1), torch.zeros_like(evals), evals), dim=1),
+            quad=torch.cat((torch.diag(evals * qq), zeros, zeros), dim=1),
+            lin=torch.stack((qq, torch.zeros_like(evals), evals), dim=1),
             rnorm2=ynorm2,
             n_rows=n_rows,
             n_targets=cross.shape[1],
