@@ -1,32 +1,37 @@
 """The scikit-learn face of slimTrain: :class:`SlimTrainRegressor`."""
 
-import copy
 import math
 import time
 import warnings
 from numbers import Integral, Real
+from os import PathLike
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import nn
 
-from ._device import resolve_device, resolve_dtype, restore_device
-from ._extractors import ResNetFeatures
-from ._slimtik import tikhonov_from_gram
+from ._device import resolve_device, resolve_dtype
+from ._network import _SeparableNetworkMixin
+from ._persistence import load_model, pickle_state, save_model, unpickle_state
+from ._progress import EpochTable, start_monitoring, update_no_improvement
 from ._solver import SlimTikHead
+from ._validation import (
+    check_extractor_output,
+    check_magnitude,
+    check_optimizer,
+    check_predictions,
+    check_training_data,
+    check_validation_set,
+)
 
 __all__ = ["SlimTrainRegressor"]
 
-# Rows per forward pass in predict: bounds memory whatever the size of X.
-_PREDICT_CHUNK = 8192
-
-
-class SlimTrainRegressor(RegressorMixin, BaseEstimator):
+class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
     """Separable neural network ``y ~ W F(x; theta)`` trained by slimTrain.
 
     The feature extractor ``F`` (a PyTorch module) is trained by a torch
@@ -53,7 +58,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
     memory_depth : int, default=0
         ``r``: number of previous batches whose features the head keeps.
     batch_size : int, default=32
-        Mini-batch size; the last batch of a pass may be smaller.
+        Mini-batch size.  A pass over ``n`` rows makes ``max(n // batch_size, 1)``
+        steps: the remainder joins the last batch (a short batch would leave the
+        head fitted to a few rows), so batches have ``batch_size`` to
+        ``2 batch_size - 1`` rows.
     max_iter : int, default=50
         Number of epochs of ``fit``.
     shuffle : bool, default=True
@@ -84,10 +92,27 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         dtype of the feature extractor.
     head_dtype : {"float32", "float64"}, default="float64"
         dtype in which the head is solved.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows of ``fit`` (or use the
+        ``X_val, y_val`` given to ``fit``), score R2 on them after every epoch,
+        stop when it has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and keep the extractor and head of the best epoch, as
+        :class:`~sklearn.neural_network.MLPRegressor`.  With ``refit_head`` the
+        score uses the head refitted on the training rows (one extra forward
+        pass per epoch).  ``partial_fit`` never stops early.
+    validation_fraction : float, default=0.1
+        Fraction of the rows held out for early stopping.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` (of the validation
+        R2 with early stopping, else of the training loss) before training stops.
+    tol : float, default=1e-4
+        Smallest improvement that counts, as in ``MLPRegressor``.
     random_state : int, RandomState instance or None, default=None
-        Seeds the extractor's initialisation and the shuffling.
+        Seeds the extractor's initialisation, the shuffling and the validation split.
     verbose : int, default=0
-        1 prints one line per epoch.
+        1 prints a table with one line per epoch (training and validation loss,
+        ridge, seconds); 2 adds a progress bar over the batches (needs tqdm and
+        a terminal).
     warm_start : bool, default=False
         Let ``fit`` continue from the previous fit instead of starting afresh.
 
@@ -111,6 +136,16 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         Mean training loss ``(1/n) sum_i 1/2 ||W z_i - y_i||^2`` per epoch (per
         ``partial_fit`` call), each batch with the head just solved on it (so
         optimistic for batches that barely determine the head).
+    validation_scores_ : list of float or None
+        Validation R2 per epoch (None without early stopping).
+    validation_loss_curve_ : list of float or None
+        Validation loss per epoch, on the scale of ``loss_curve_`` (None
+        without early stopping).
+    best_validation_score_ : float or None
+        Best validation R2, whose extractor and head were kept (None without
+        early stopping).
+    best_loss_ : float or None
+        Smallest training loss (None with early stopping).
     n_iter_ : int
         Epochs run (``partial_fit`` calls count one each).
     t_ : int
@@ -146,6 +181,12 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
     per epoch.  On CUDA, ``torch.linalg.eigh`` checks its LAPACK status on the
     host, which is one synchronisation per step.
 
+    A non-finite loss, weight or head solve restores the state before the epoch
+    (the best one with early stopping), stops and warns; ``KeyboardInterrupt``
+    in ``fit`` does the same and returns the estimator.  Pickles are
+    device-independent; :meth:`save` and :meth:`load` write and read a model
+    file that cannot run code (see the user guide).
+
     References
     ----------
     .. [1] E. Newman, J. Chung, M. Chung, L. Ruthotto, "slimTrain -- A Stochastic
@@ -164,8 +205,8 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
     (3,)
     >>> bool(model.score(X[500:], y[500:]) > 0.9)
     True
-    >>> model.ridge_path_.shape  # one ridge per iteration: 10 epochs x 16 batches
-    (160,)
+    >>> model.ridge_path_.shape  # one ridge per iteration: 10 epochs x 15 batches
+    (150,)
     """
 
     _parameter_constraints: dict = {
@@ -185,6 +226,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"}), torch.dtype],
         "head_dtype": [StrOptions({"float32", "float64"}), torch.dtype],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
@@ -212,6 +257,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         device="cpu",
         dtype="float32",
         head_dtype="float64",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
         random_state=None,
         verbose=0,
         warm_start=False,
@@ -232,14 +281,19 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.head_dtype = head_dtype
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Fit the network for ``max_iter`` epochs.
+    def fit(self, X: ArrayLike, y: ArrayLike, *, X_val: ArrayLike | None = None,
+            y_val: ArrayLike | None = None) -> "SlimTrainRegressor":
+        """Fit the network for at most ``max_iter`` epochs.
 
         Parameters
         ----------
@@ -247,20 +301,24 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
             Training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
+        X_val, y_val : array-like, default=None
+            An explicit validation set for early stopping (then
+            ``validation_fraction`` is unused), as
+            :class:`~sklearn.ensemble.HistGradientBoostingRegressor` accepts.
 
         Returns
         -------
         self : SlimTrainRegressor
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, X_val=X_val, y_val=y_val)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> "SlimTrainRegressor":
         """One pass over ``X`` in mini-batches, continuing the training state.
 
         The first call initialises the model; later calls continue the
         extractor, its optimizer state, the head, its ridge and its memory.
-        No rows are held out.
+        No rows are held out.  A call that fails leaves the model as it was.
 
         Parameters
         ----------
@@ -275,25 +333,39 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         """
         return self._fit(X, y, incremental=True)
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, X_val=None, y_val=None):
         fitted = hasattr(self, "feature_extractor_")
         reset = not (fitted and (incremental or self.warm_start))
         X, y = validate_data(
             self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
         )
         y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-        if reset:
-            self._initialize(X, y2, y.ndim)
-        elif y2.shape[1] != self.n_outputs_:
+        if not reset and y2.shape[1] != self.n_outputs_:
             raise ValueError(
                 f"y has {y2.shape[1]} targets, but {type(self).__name__} is expecting "
                 f"{self.n_outputs_} targets as input."
             )
+        dtype = resolve_dtype(self.dtype) if reset else self._dtype
+        check_training_data(X, y2, dtype, builtin=self.feature_extractor is None)
+        check_optimizer(self.optimizer)
+        early = self.early_stopping and not incremental
+        val = check_validation_set(self, X, y2, X_val, y_val, early, dtype)
+        if reset:
+            self._initialize(X, y2, y.ndim)
+        if not incremental:
+            start_monitoring(self, early)
         for group in self._optimizer.param_groups if self._optimizer is not None else ():
             group["lr"] = self.learning_rate  # set_params(learning_rate=...) keeps the moments
+        if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
+            order = self._rng.permutation(X.shape[0])
+            n_val = math.ceil(self.validation_fraction * X.shape[0])
+            val = (X[order[:n_val]], y2[order[:n_val]])
+            X, y2 = X[order[n_val:]], y2[order[n_val:]]
         device = torch.device(self.device_)
         Xt = torch.tensor(X, dtype=self._dtype, device=device)
         Yt = torch.tensor(y2, dtype=self._head.dtype, device=device)
+        table = EpochTable(validation=early) if self.verbose else None
+        best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
             snapshot = self._snapshot()
@@ -301,43 +373,54 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
                 loss = self._epoch(Xt, Yt)
             except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
                 loss = math.nan
-            if not math.isfinite(loss):
+            except KeyboardInterrupt:
+                self._restore(snapshot)
+                if incremental:
+                    raise
+                warnings.warn(
+                    f"Training interrupted (KeyboardInterrupt) in epoch {self.n_iter_ + 1}; the model holds "
+                    f"the state after epoch {self.n_iter_}.", UserWarning)
+                stopped = True
+                break
+            except BaseException:
+                self._restore(snapshot)  # nothing is left half-updated
+                raise
+            if not (math.isfinite(loss) and self._weights_finite()):
                 self._restore(snapshot)
                 warnings.warn(
-                    f"Training diverged in epoch {self.n_iter_ + 1}: the training loss is not finite. "
-                    "The model was restored to its state before that epoch and training stopped. "
-                    f"Lower learning_rate (now {self.learning_rate}) or scale the inputs.",
+                    f"Training diverged in epoch {self.n_iter_ + 1}: the training loss or the weights are not "
+                    f"finite. The model was restored to its {'best state' if best else 'state before that epoch'}"
+                    f" and training stopped. Lower learning_rate (now {self.learning_rate}) or scale the inputs.",
                     ConvergenceWarning,
                 )
+                stopped = True
                 break
             self._head.ridge_path()  # move the epoch's ridges to the host (synced already)
             self.loss_curve_.append(loss)
             self.n_iter_ += 1
             self.t_ += X.shape[0]
-            if self.verbose:
-                print(
-                    f"epoch {self.n_iter_:5d} | train loss {loss:.6g} | ridge {self.ridge_:.3g} | "
-                    f"{time.perf_counter() - start:.2f} s"
-                )
+            scores = self._validation_scores(Xt, Yt, *val) if early else (None, None)
+            if update_no_improvement(self, loss, scores[1], early):
+                best = self._snapshot()
+            if table is not None:
+                table.row(self.n_iter_, loss, self.ridge_, time.perf_counter() - start, *scores)
+            if not incremental and self._no_improvement_count > self.n_iter_no_change:
+                if table is not None:
+                    what = "Validation score" if early else "Training loss"
+                    table.message(f"{what} did not improve more than tol={self.tol} for "
+                                  f"{self.n_iter_no_change} consecutive epochs. Stopping.")
+                stopped = True
+                break
+        if best is not None:
+            self._restore(best)
+        if not (incremental or stopped):
+            warnings.warn(
+                f"Maximum iterations ({self.max_iter}) reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
         if self.refit_head and not incremental:
             self._refit_head(Xt, Yt)
         return self
-
-    def _refit_head(self, Xt, Yt):
-        """Variable-projection head on all of ``(Xt, Yt)`` with the final extractor."""
-        p, dtype = self._head.coef.shape[0], self._head.dtype
-        gram = torch.zeros((p, p), dtype=dtype, device=Xt.device)
-        cross = torch.zeros((p, Yt.shape[1]), dtype=dtype, device=Xt.device)
-        with torch.no_grad():
-            for rows, Z in self._chunked_features(Xt):
-                gram += Z.T @ Z
-                cross += Z.T @ Yt[rows]
-        n = Xt.shape[0]
-        ridge = None if self.ridge == "sgcv" else float(self.ridge)
-        result = tikhonov_from_gram(gram / n, cross / n, (Yt * Yt).sum() / n, n, ridge=ridge)
-        if bool(torch.isfinite(result.coef).all()):
-            self._head.coef = result.coef
-            self.refit_ridge_ = float(result.ridge)
 
     def _initialize(self, X, y2, y_ndim):
         """Create every piece of fitted state (the only place that does)."""
@@ -351,12 +434,7 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
             probe = X[: min(len(X), 2)]
             with torch.no_grad():
                 out = module(torch.tensor(probe, dtype=self._dtype, device=device))
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(probe):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"feature_extractor must map a tensor of shape (n, {X.shape[1]}) to a 2-D tensor of shape "
-                f"(n, n_features_out); for n={len(probe)} it returned {shape}."
-            )
+        check_extractor_output(out, len(probe), X.shape[1])
         self.feature_extractor_ = module
         self.n_outputs_ = y2.shape[1]
         self._y_ndim = y_ndim
@@ -378,90 +456,10 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.t_ = 0
-
-    def _snapshot(self):
-        """Copy of the training state, to restore after a diverged epoch (one per epoch)."""
-        optimizer = None if self._optimizer is None else self._optimizer.state_dict()
-        return copy.deepcopy((self.feature_extractor_.state_dict(), optimizer, self._head, self._rng))
-
-    def _restore(self, snapshot):
-        module_state, optimizer_state, self._head, self._rng = snapshot
-        self.feature_extractor_.load_state_dict(module_state)
-        if optimizer_state is not None:
-            self._optimizer.load_state_dict(optimizer_state)
-
-    def _build_extractor(self, n_features_in):
-        spec = self.feature_extractor
-        if spec is None:
-            return ResNetFeatures(n_features_in)
-        module = copy.deepcopy(spec) if isinstance(spec, nn.Module) else spec(n_features_in)
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                "feature_extractor must be a torch.nn.Module, a callable returning one, or None; "
-                f"the callable returned {type(module).__name__}."
-            )
-        return module
-
-    def _make_optimizer(self):
-        params = [p for p in self.feature_extractor_.parameters() if p.requires_grad]
-        if not params:
-            return None
-        if self.optimizer in ("adam", "sgd"):
-            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
-            # foreach: one fused update for all parameter tensors (the default on CUDA only)
-            return cls(params, lr=self.learning_rate, foreach=True)
-        cls = self.optimizer
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-            raise TypeError(
-                "optimizer must be 'adam', 'sgd' or a torch.optim.Optimizer subclass; "
-                f"got {self.optimizer!r}."
-            )
-        return cls(params, lr=self.learning_rate)
-
-    def _epoch(self, Xt, Yt):
-        """One pass over ``(Xt, Yt)``; returns the mean training loss (one sync)."""
-        n = Xt.shape[0]
-        order = None
-        if self.shuffle:
-            order = torch.as_tensor(self._rng.permutation(n), device=Xt.device)
-        self.feature_extractor_.train()
-        total = torch.zeros((), dtype=Yt.dtype, device=Xt.device)
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                rows = slice(start, start + self.batch_size)
-            else:
-                rows = order[start : start + self.batch_size]
-            total += self._step(Xt[rows], Yt[rows])
-        return float(total) / n
-
-    def _step(self, xb, yb):
-        """Algorithm 3.1, lines 8-14: features, head solve, extractor update."""
-        train = self._optimizer is not None
-        with torch.set_grad_enabled(train):
-            Z = self._features(xb)
-        coef = self._head.step(Z.detach().to(self._head.dtype), yb)
-        with torch.set_grad_enabled(train):
-            resid = Z @ coef.to(Z.dtype) - yb.to(Z.dtype)
-            loss = 0.5 * (resid * resid).sum() / xb.shape[0]
-            if train:
-                objective = loss
-                if self.alpha > 0:
-                    penalty = sum((p * p).sum() for group in self._optimizer.param_groups for p in group["params"])
-                    objective = loss + 0.5 * self.alpha * penalty
-                self._optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                self._optimizer.step()
-        return loss.detach().to(yb.dtype) * xb.shape[0]
-
-    def _features(self, x):
-        """``F(x)`` with the ones column appended when the intercept is fitted."""
-        Z = self.feature_extractor_(x)
-        if self.fit_intercept:
-            Z = torch.cat((Z, torch.ones((Z.shape[0], 1), dtype=Z.dtype, device=Z.device)), dim=1)
-        return Z
+        start_monitoring(self, early=False)
 
     # -------------------------------------------------------------- predict
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predict with the trained network, in chunks of rows.
 
         Parameters
@@ -476,37 +474,15 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        check_magnitude(X, "X", self._dtype, squared=False)
         out = np.empty((X.shape[0], self.n_outputs_), dtype=np.float64)
         with torch.no_grad():
             for rows, Z in self._chunked_features(X):
                 out[rows] = (Z @ self._head.coef).cpu().numpy()
+        check_predictions(out)
         return out[:, 0] if self._y_ndim == 1 else out
 
-    def _chunked_features(self, X):
-        """``(rows, F(x))`` for chunks of rows of ``X`` (array or tensor), in eval mode.
-
-        Features in the head's dtype, ones column included; bounded memory whatever
-        the size of ``X``.  Callers hold ``torch.no_grad()``.
-        """
-        self.feature_extractor_.eval()
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            rows = slice(start, start + _PREDICT_CHUNK)
-            x = X[rows] if isinstance(X, torch.Tensor) else torch.tensor(
-                X[rows], dtype=self._dtype, device=torch.device(self.device_))
-            yield rows, self._features(x).to(self._head.dtype)
-
     # ------------------------------------------------------ head attributes
-    def _head_weights(self):
-        check_is_fitted(self)
-        W = self._head.coef.detach().cpu().numpy().astype(np.float64).T  # (t, p)
-        if self.fit_intercept:
-            coef, intercept = W[:, :-1], W[:, -1]
-        else:
-            coef, intercept = W, np.zeros(W.shape[0])
-        if self._y_ndim == 1:
-            return coef[0], float(intercept[0])
-        return coef, intercept
-
     @property
     def coef_(self):
         """Head weights, ``(n_targets, n_features_out)`` or ``(n_features_out,)``."""
@@ -530,29 +506,52 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         return float(self._head.per_step)
 
     # --------------------------------------------------------- persistence
+    def save(self, path: "str | PathLike") -> None:
+        """Write the fitted model to a file that :meth:`load` reads without running code.
+
+        The file is a zip archive: ``model.json`` (parameters and scalar fitted
+        state) and ``tensors.pt`` (state dicts of the extractor, its optimizer
+        and the head, written by ``torch.save``).  A custom
+        ``feature_extractor`` module or optimizer class is code, so it is not
+        stored: pass it again to :meth:`load`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write.
+        """
+        check_is_fitted(self)
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: "str | PathLike", **params) -> "SlimTrainRegressor":
+        """Read a model written by :meth:`save`, with ``torch.load(weights_only=True)``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The model file.
+        **params
+            Parameters to supply or override: a custom ``feature_extractor``
+            (the same architecture as when saved) or optimizer class, or
+            ``device`` to load onto another device.  Without ``device``, a
+            model saved on a device that is missing here loads on the CPU,
+            with a warning.
+
+        Returns
+        -------
+        model : SlimTrainRegressor
+            Fitted, ready to ``predict`` or continue with ``partial_fit``.
+        """
+        return load_model(cls, path, **params)
+
     def __getstate__(self):
-        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
-        if "feature_extractor_" not in state:
-            return state
-        if self.device_ != "cpu":  # store device-independently
-            state["feature_extractor_"] = copy.deepcopy(self.feature_extractor_).to("cpu")
-            state["_head"] = copy.deepcopy(self._head).to(torch.device("cpu"))
-        optimizer = state.pop("_optimizer")
-        state["_optimizer_state"] = None if optimizer is None else _to_cpu(optimizer.state_dict())
-        return state
+        # object.__getstate__ returns __dict__ itself: copy before changing it
+        return pickle_state(self, dict(super().__getstate__()))
 
     def __setstate__(self, state):
-        optimizer_state = state.pop("_optimizer_state", None)
         super().__setstate__(state)
-        if "feature_extractor_" not in state:
-            return
-        device = restore_device(self.device_)
-        self.device_ = str(device)
-        self.feature_extractor_.to(device)
-        self._head.to(device)
-        self._optimizer = self._make_optimizer()
-        if optimizer_state is not None and self._optimizer is not None:
-            self._optimizer.load_state_dict(optimizer_state)
+        unpickle_state(self, state)
 
     def __sklearn_is_fitted__(self):
         # n_features_in_ is set by validation before a fit can still fail
@@ -564,13 +563,3 @@ class SlimTrainRegressor(RegressorMixin, BaseEstimator):
         tags.input_tags.sparse = False
         return tags
 
-
-def _to_cpu(obj):
-    """Copy of a nested optimizer state dict with every tensor on the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj

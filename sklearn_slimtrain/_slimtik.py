@@ -62,6 +62,8 @@ __all__ = [
     "matlab_candidates",
     "select_ridge",
     "slimtik_step",
+    "symmetric_eigh",
+    "tikhonov_from_gram",
 ]
 
 # Global sGCV grid, in decades relative to the mean eigenvalue of G.  The lower
@@ -113,6 +115,24 @@ def _unit_grid(dtype: torch.dtype, device: torch.device, size: int) -> Tensor:
 
 
 @torch.no_grad()
+def symmetric_eigh(G: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` with a float64 CPU retry when the device's solver fails.
+
+    cuSOLVER's ``syevd`` in float32 can fail to converge on an ill-conditioned but
+    finite Gram matrix; LAPACK's float64 driver on the symmetrised matrix does
+    not in practice.  A non-finite ``G`` (non-finite features) is not retried:
+    the ``LinAlgError`` reaches the caller, which treats it as divergence.
+    """
+    try:
+        return torch.linalg.eigh(G)
+    except torch.linalg.LinAlgError:
+        if not bool(torch.isfinite(G).all()):
+            raise
+        G64 = G.detach().to(device="cpu", dtype=torch.float64)
+        evals, evecs = torch.linalg.eigh(0.5 * (G64 + G64.T))
+        return evals.to(device=G.device, dtype=G.dtype), evecs.to(device=G.device, dtype=G.dtype)
+
+
 def global_candidates(gram: Tensor, size: int = GRID_SIZE) -> Tensor:
     """Global log-spaced grid of cumulative ridges, relative to ``tr(G)/p``."""
     scale = (torch.trace(gram) / gram.shape[0]).clamp_min(torch.finfo(gram.dtype).tiny)
@@ -194,7 +214,7 @@ def slimtik_step(
     """
     gram = A.T @ A
     G = memory_gram + gram
-    evals, evecs = torch.linalg.eigh(G)
+    evals, evecs = symmetric_eigh(G)
     R = B - A @ coef
     U = A @ evecs
     Q = U.T @ R
@@ -246,7 +266,7 @@ def tikhonov_from_gram(
     -------
     TikhonovResult
     """
-    evals, evecs = torch.linalg.eigh(gram)
+    evals, evecs = symmetric_eigh(gram)
     evals = evals.clamp_min(0.0)
     Q = evecs.T @ cross
     if ridge is None:

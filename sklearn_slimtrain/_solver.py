@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._memory import GramMemory
-from ._slimtik import slimtik_step
+from ._slimtik import slimtik_step, tikhonov_from_gram
 
 __all__ = ["SlimTikHead"]
 
@@ -30,7 +30,7 @@ class SlimTikHead:
         ``r``, the number of previous batches kept.
     batch_size : int
         Nominal batch size ``n_batch``: every block is divided by
-        ``sqrt(n_batch)`` (batch-mean scaling) and a smaller last block adds a
+        ``sqrt(n_batch)`` (batch-mean scaling) and a block of another size adds a
         proportionally smaller ridge increment, so that one epoch over all data
         with a fixed ridge and full memory is exactly the Tikhonov solution of
         ``(1/N) sum_i 1/2 ||W z_i - y_i||^2 + lam/2 ||W||_F^2``.
@@ -116,6 +116,76 @@ class SlimTikHead:
             self._path = np.concatenate((self._path, new))
             self._pending = []
         return self._path
+
+    def solve_full(self, chunks, ridge: float | None):
+        """The Tikhonov head on all rows (the estimator's final solve); ``W`` is unchanged.
+
+        ``chunks`` yields ``(features, targets)`` blocks in the head's dtype; only
+        ``Z^T Z``, ``Z^T Y`` and ``||Y||^2`` are accumulated (``p x p`` memory).
+        ``ridge`` is a fixed ``lam`` or None for GCV.  Returns ``(coef, ridge)``, or
+        None when the solve is not finite.
+        """
+        p, t = self.coef.shape
+        gram = torch.zeros((p, p), dtype=self.dtype, device=self.coef.device)
+        cross = torch.zeros((p, t), dtype=self.dtype, device=self.coef.device)
+        ynorm2 = torch.zeros((), dtype=self.dtype, device=self.coef.device)
+        n = 0
+        for Z, Y in chunks:
+            gram += Z.T @ Z
+            cross += Z.T @ Y
+            ynorm2 += (Y * Y).sum()
+            n += Z.shape[0]
+        if not bool(torch.isfinite(gram).all() & torch.isfinite(cross).all()):
+            return None
+        result = tikhonov_from_gram(gram / n, cross / n, ynorm2 / n, n, ridge=ridge)
+        if not bool(torch.isfinite(result.coef).all()):
+            return None
+        return result.coef, float(result.ridge)
+
+    def state_dict(self) -> tuple[dict, dict]:
+        """``(tensors, scalars)``: the whole state, for ``torch.save`` and JSON."""
+        self.ridge_path()
+        tensors = {
+            "coef": self.coef,
+            "ridge": self.ridge,
+            "per_step": self.per_step,
+            "memory": self.memory._buffer,
+            "path": torch.from_numpy(self._path.copy()),
+        }
+        scalars = {
+            "batch_size": self.batch_size,
+            "fixed": self.fixed,
+            "max_change": self.max_change,
+            "rule": self.rule,
+            "n_seen": self.n_seen,
+            "memory_next": self.memory._next,
+        }
+        return tensors, scalars
+
+    @classmethod
+    def from_state_dict(cls, tensors: dict, scalars: dict, device: torch.device) -> "SlimTikHead":
+        """Inverse of :meth:`state_dict`, on ``device``."""
+        coef = tensors["coef"]
+        head = cls(
+            coef.shape[0],
+            coef.shape[1],
+            memory_depth=tensors["memory"].shape[0],
+            batch_size=scalars["batch_size"],
+            ridge=scalars["fixed"],
+            ridge_init=1.0,
+            max_change=scalars["max_change"],
+            dtype=coef.dtype,
+            device=device,
+            rule=scalars["rule"],
+        )
+        head.coef = coef.to(device)
+        head.ridge = tensors["ridge"].to(device)
+        head.per_step = tensors["per_step"].to(device)
+        head.memory._buffer = tensors["memory"].to(device)
+        head.memory._next = int(scalars["memory_next"])
+        head.n_seen = int(scalars["n_seen"])
+        head._path = tensors["path"].numpy().astype(np.float64)
+        return head
 
     def to(self, device: torch.device) -> "SlimTikHead":
         """Move every tensor to ``device`` (in place); returns self."""

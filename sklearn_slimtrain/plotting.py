@@ -49,6 +49,9 @@ def _axes(ax):
 def plot_loss_curve(estimator, *, ax=None):
     """Mean training loss per epoch (``loss_curve_``), log scale.
 
+    With early stopping the validation loss (``validation_loss_curve_``) is drawn
+    too, with a dotted line at the epoch whose model was kept.
+
     Parameters
     ----------
     estimator : SlimTrainRegressor, Pipeline or search
@@ -64,6 +67,11 @@ def plot_loss_curve(estimator, *, ax=None):
     ax = _axes(ax)
     epochs = np.arange(1, len(reg.loss_curve_) + 1)
     ax.plot(epochs, reg.loss_curve_, marker="o", markersize=3, label="training loss")
+    val = getattr(reg, "validation_loss_curve_", None)
+    if val:  # early stopping: the held-out loss and the epoch that was kept
+        ax.plot(epochs[: len(val)], val, marker="s", markersize=3, label="validation loss")
+        best = int(np.argmax(reg.validation_scores_)) + 1
+        ax.axvline(best, color="gray", linestyle=":", label=f"kept (epoch {best})")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean loss  (1/n) sum 1/2 ||W z - y||^2")

@@ -156,24 +156,44 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
+# Issue 4's fuzz ranges: batch 1..64, width 1..64, targets 1..8, memory 0..10 blocks,
+# feature scales 1e-8..1e8, duplicated (rank-deficient) columns.
+FUZZ_EXAMPLES = 100  # cases per CI run (docs/reliability.md reports this number)
+
+
 @st.composite
 def _random_problem(draw):
-    b = draw(st.integers(1, 12))
-    p = draw(st.integers(1, 8))
-    t = draw(st.integers(1, 4))
-    r = draw(st.integers(0, 3))
-    scale = 10.0 ** draw(st.integers(-4, 4))
+    b = draw(st.integers(1, 64))
+    p = draw(st.integers(1, 64))
+    t = draw(st.integers(1, 8))
+    r = draw(st.integers(0, 10))
+    scale = 10.0 ** draw(st.integers(-8, 8))
     seed = draw(st.integers(0, 2**31 - 1))
     dup = draw(st.booleans())
     rng = np.random.default_rng(seed)
     A, B, W, M = _problem(rng, b, p, t, r)
-    if dup and p > 1:  # duplicated column: rank-deficient features
-        A[:, -1] = A[:, 0]
-        M[:, -1] = M[:, 0]
+    if dup and p > 1:  # duplicated columns: rank-deficient features
+        k = draw(st.integers(1, p - 1))
+        A[:, -k:] = A[:, :k]
+        M[:, -k:] = M[:, :k]
     return A * scale, B, W / scale, M * scale
 
 
-@settings(max_examples=60, deadline=None)
+def _dense_reference(A, B, W, M, S_prev, S):
+    """The step (3.7) by a stacked float64 least-squares solve per target (SVD, no eigh),
+    and its GCV value from the explicit influence matrix of the Kronecker system."""
+    p = A.shape[1]
+    lhs = np.vstack([M, A, np.sqrt(S) * np.eye(p)])
+    rhs = np.vstack([M @ W, B, S_prev / np.sqrt(S) * W])
+    w = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    T_At = np.linalg.solve(S * np.eye(p) + M.T @ M + A.T @ A, A.T)  # (S I + G)^{-1} A^T
+    n, t = A.shape[0] * B.shape[1], B.shape[1]
+    resid = A @ w - B
+    gcv = n * (resid * resid).sum() / (n - t * np.trace(A @ T_At)) ** 2
+    return w, gcv
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(_random_problem(), st.floats(1e-3, 1e2))
 def test_step_and_sgcv_match_dense_reference_on_random_problems(problem, rel_ridge):
     A, B, W, M = problem
@@ -184,8 +204,11 @@ def test_step_and_sgcv_match_dense_reference_on_random_problems(problem, rel_rid
     res = slimtik_step(At, Bt, Wt, torch.tensor(S_prev, dtype=D64), Mt.T @ Mt,
                        ridge_fixed=S - S_prev, ridge_ref=torch.tensor(S_prev, dtype=D64), max_change=0.5)
     assert torch.isfinite(res.coef).all()
-    w_ref, _, _ = _bruteforce_step(A, B, W, M, S_prev, S)
-    np.testing.assert_allclose(res.coef.numpy(), w_ref, rtol=1e-6, atol=1e-8 * np.abs(w_ref).max() + 1e-12)
-    ours = _kernel_gcv(A, B, W, M, S_prev, np.array([S, 3 * S]))
-    ref = np.array([_bruteforce_gcv(A, B, W, M, S_prev, s) for s in (S, 3 * S)])
-    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    w_ref, gcv_ref = _dense_reference(A, B, W, M, S_prev, S)
+    # cond(S I + G) <= 1 + ||G|| / S <= 1 + p * 1e3 here: float64 leaves >= 9 digits
+    np.testing.assert_allclose(res.coef.numpy(), w_ref, rtol=1e-6, atol=1e-7 * np.abs(w_ref).max() + 1e-300)
+    ours = _kernel_gcv(A, B, W, M, S_prev, np.array([S]))
+    np.testing.assert_allclose(ours, [gcv_ref], rtol=1e-6)
+    free = slimtik_step(At, Bt, Wt, torch.tensor(S_prev, dtype=D64), Mt.T @ Mt, ridge_fixed=None,
+                        ridge_ref=torch.tensor(S_prev, dtype=D64), max_change=np.inf)
+    assert torch.isfinite(free.coef).all() and float(free.ridge) > 0  # the sGCV head solve is finite too

@@ -26,6 +26,18 @@ def test_loss_curve(fitted):
     x, yv = ax.lines[0].get_data()
     np.testing.assert_array_equal(x, [1, 2, 3])
     np.testing.assert_array_equal(yv, fitted[-1].loss_curve_)
+    assert len(ax.lines) == 1  # no validation curve without early stopping
+    plt.close("all")
+
+
+def test_loss_curve_with_validation(peaks_data):
+    X, y = peaks_data
+    model = SlimTrainRegressor(early_stopping=True, max_iter=4, random_state=0).fit(X, y)
+    ax = plot_loss_curve(model)
+    train, val, kept = ax.lines
+    np.testing.assert_array_equal(val.get_data()[1], model.validation_loss_curve_)
+    best = int(np.argmax(model.validation_scores_)) + 1
+    assert list(kept.get_xdata()) == [best, best] and f"epoch {best}" in kept.get_label()
     plt.close("all")
 
 

@@ -32,3 +32,13 @@ def test_epochs_benchmark_quick():
     out = _run("benchmarks/epochs.py", "--epochs", "1", "--seeds", "0", "--n-jobs", "1").stdout
     assert "| 1 |" in out
 
+
+
+def test_streaming_benchmark_quick():
+    out = _run("benchmarks/streaming.py", "--quick").stdout
+    assert "## partial_fit" in out and "## predict" in out and "| 1000 |" in out
+
+
+def test_cdr_benchmark_quick():
+    out = _run("benchmarks/cdr.py", "--quick", "--n-jobs", "1").stdout
+    assert "## Table 1" in out and "| 10 | Adam |" in out and "## Goals" in out

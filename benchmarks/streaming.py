@@ -1,0 +1,119 @@
+"""Streaming at scale: ``partial_fit`` over 10^4 .. 10^6 rows generated in chunks, and ``predict``.
+
+Each size runs in a fresh subprocess, which reports its peak resident memory
+(``ru_maxrss``) and wall time, so one run cannot inherit another's memory.  Rows
+are generated chunk by chunk (``make_peaks`` with a new seed per chunk) and never
+held all at once.  The claim: peak RSS is flat in the number of rows streamed
+(within +50 MB of the 10^4-row run) and time is linear in rows.
+
+``predict`` takes an array (the scikit-learn API), so its input and output must
+fit in memory; what must not grow is everything else: the forward pass runs in
+chunks of 8,192 rows.  The predict table reports the peak RSS above the size of X
+and of the predictions.
+
+    python benchmarks/streaming.py              # 1e4, 1e5, 1e6 rows (a few minutes)
+    python benchmarks/streaming.py --quick      # smoke run
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(args):
+    import numpy as np
+    import torch
+
+    from sklearn_slimtrain import SlimTrainRegressor
+    from sklearn_slimtrain.datasets import make_peaks
+
+    torch.set_num_threads(1)
+    model = SlimTrainRegressor(memory_depth=args.memory, batch_size=args.batch_size, random_state=0)
+    X, y = make_peaks(args.chunk, random_state=10**6)
+    model.partial_fit(X, y)  # warm-up chunk: imports, allocations, first optimizer state
+    base = _rss_mb()
+    if args.what == "fit":
+        start = time.perf_counter()
+        for i in range(args.rows // args.chunk):
+            X, y = make_peaks(args.chunk, random_state=i)
+            model.partial_fit(X, y)
+        seconds = time.perf_counter() - start
+        out = {"rows": model.t_ - args.chunk, "seconds": seconds}
+    else:
+        X = np.empty((args.rows, 2))
+        for start in range(0, args.rows, args.chunk):
+            X[start : start + args.chunk] = make_peaks(args.chunk, random_state=start)[0][: args.rows - start]
+        before = _rss_mb()
+        start = time.perf_counter()
+        pred = model.predict(X)
+        seconds = time.perf_counter() - start
+        out = {"rows": len(pred), "seconds": seconds, "x_mb": X.nbytes / 2**20, "pred_mb": pred.nbytes / 2**20,
+               "before_mb": before}
+    out.update(peak_mb=_rss_mb(), base_mb=base)
+    print(json.dumps(out))
+
+
+def run(what, rows, args):
+    cmd = [sys.executable, __file__, "--child", "--what", what, "--rows", str(rows), "--chunk", str(args.chunk),
+           "--batch-size", str(args.batch_size), "--memory", str(args.memory)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    parser.add_argument("--chunk", type=int, default=10_000, help="rows per partial_fit call")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--memory", type=int, default=5, help="memory_depth")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--what", default="fit", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    if args.quick:
+        args.sizes, args.chunk = [500, 1000], 500
+
+    from _common import machine, markdown_table
+
+    print(f"# Streaming benchmark ({machine()}, 1 torch thread per run)\n")
+    print(f"SlimTrainRegressor(memory_depth={args.memory}, batch_size={args.batch_size}), "
+          f"partial_fit on chunks of {args.chunk} rows of make_peaks.\n")
+    fits = [run("fit", n, args) for n in args.sizes]
+    ref = fits[0]
+    rows = []
+    for r in fits:
+        rows.append([r["rows"], r["seconds"], 1e6 * r["seconds"] / r["rows"],
+                     (r["seconds"] / r["rows"]) / (ref["seconds"] / ref["rows"]),
+                     r["peak_mb"], r["peak_mb"] - ref["peak_mb"]])
+    print("## partial_fit\n")
+    print(markdown_table(["rows streamed", "seconds", "us per row", "time per row / first", "peak RSS (MB)",
+                          "peak RSS - first (MB)"], rows))
+    worst = max(r["peak_mb"] - ref["peak_mb"] for r in fits)
+    print(f"\nPeak RSS grows by at most {worst:.1f} MB from {ref['rows']} to {fits[-1]['rows']} rows "
+          f"(goal: within +50 MB).")
+    preds = [run("predict", n, args) for n in args.sizes]
+    rows = [[r["rows"], r["seconds"], r["x_mb"], r["pred_mb"], r["peak_mb"] - r["before_mb"]] for r in preds]
+    print("\n## predict\n")
+    print(markdown_table(["rows", "seconds", "X (MB, allocated before)", "predictions (MB)",
+                          "peak RSS growth during predict (MB)"], rows))
+
+
+if __name__ == "__main__":
+    main()

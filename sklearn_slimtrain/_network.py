@@ -1,0 +1,167 @@
+"""The torch mechanics of a separable network ``y ~ W F(x; theta)`` (a private mixin).
+
+:class:`~sklearn_slimtrain.SlimTrainRegressor` is the scikit-learn face (parameters,
+validation, the epoch loop and its stopping rules, attributes, persistence); this
+mixin holds what one epoch, one step, a forward pass in chunks and the final head
+solve do with the extractor, its optimizer and the :class:`SlimTikHead`.  It reads
+the estimator's parameters and the fitted state that ``_initialize`` creates.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ._extractors import ResNetFeatures
+from ._progress import batch_bar
+
+__all__ = []
+
+# Rows per forward pass in predict and in the final head solve: bounds memory
+# whatever the size of X.
+PREDICT_CHUNK = 8192
+
+
+class _SeparableNetworkMixin:
+    """Epochs, steps, chunked forward passes and head solves of a fitted estimator."""
+
+    def _validation_scores(self, Xt, Yt, X_val, y_val):
+        """Validation loss and R2 of the model as ``fit`` would return it now."""
+        coef = self._head.coef
+        if self.refit_head:
+            solved = self._solve_full_head(Xt, Yt)
+            coef = coef if solved is None else solved[0]
+        with torch.no_grad():
+            pred = np.concatenate([(Z @ coef).cpu().numpy() for _, Z in self._chunked_features(X_val)])
+        pred = pred if np.isfinite(pred).all() else np.full_like(pred, np.nan)
+        loss = 0.5 * float(((pred - y_val) ** 2).sum()) / len(y_val)
+        score = float(r2_score(y_val, pred)) if np.isfinite(loss) else -np.inf
+        self.validation_loss_curve_.append(loss)
+        self.validation_scores_.append(score)
+        return loss, score
+
+    def _solve_full_head(self, Xt, Yt):
+        ridge = None if self.ridge == "sgcv" else float(self.ridge)
+        with torch.no_grad():
+            chunks = ((Z, Yt[rows]) for rows, Z in self._chunked_features(Xt))
+            return self._head.solve_full(chunks, ridge)
+
+    def _refit_head(self, Xt, Yt):
+        """Variable-projection head on all of ``(Xt, Yt)`` with the final extractor."""
+        solved = self._solve_full_head(Xt, Yt)
+        if solved is not None:
+            self._head.coef, self.refit_ridge_ = solved
+
+    def _snapshot(self):
+        """Copy of the training state, to restore after a diverged epoch (one per epoch)."""
+        optimizer = None if self._optimizer is None else self._optimizer.state_dict()
+        return copy.deepcopy((self.feature_extractor_.state_dict(), optimizer, self._head, self._rng))
+
+    def _restore(self, snapshot):
+        module_state, optimizer_state, self._head, self._rng = snapshot
+        self.feature_extractor_.load_state_dict(module_state)
+        if optimizer_state is not None:
+            self._optimizer.load_state_dict(optimizer_state)
+
+    def _weights_finite(self):
+        """All extractor weights and the head finite (one synchronisation)."""
+        checks = [torch.isfinite(p).all() for p in self.feature_extractor_.parameters()]
+        return bool(torch.stack([*checks, torch.isfinite(self._head.coef).all()]).all())
+
+    def _build_extractor(self, n_features_in):
+        spec = self.feature_extractor
+        if spec is None:
+            return ResNetFeatures(n_features_in)
+        module = copy.deepcopy(spec) if isinstance(spec, nn.Module) else spec(n_features_in)
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                "feature_extractor must be a torch.nn.Module, a callable returning one, or None; "
+                f"the callable returned {type(module).__name__}."
+            )
+        return module
+
+    def _make_optimizer(self):
+        params = [p for p in self.feature_extractor_.parameters() if p.requires_grad]
+        if not params:
+            return None
+        if self.optimizer in ("adam", "sgd"):
+            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
+            # foreach: one fused update for all parameter tensors (the default on CUDA only)
+            return cls(params, lr=self.learning_rate, foreach=True)
+        return self.optimizer(params, lr=self.learning_rate)  # a class, checked by fit
+
+    def _epoch(self, Xt, Yt):
+        """One pass over ``(Xt, Yt)``; returns the mean training loss (one sync)."""
+        n = Xt.shape[0]
+        order = None
+        if self.shuffle:
+            order = torch.as_tensor(self._rng.permutation(n), device=Xt.device)
+        self.feature_extractor_.train()
+        total = torch.zeros((), dtype=Yt.dtype, device=Xt.device)
+        # A short last batch would leave the head fitted to a handful of rows (fewer
+        # than its unknowns for the default network when the remainder is < 17), so it
+        # is merged into the one before: every batch has batch_size to
+        # 2 * batch_size - 1 rows (all n rows when n < batch_size).
+        stops = [self.batch_size * (i + 1) for i in range(max(n // self.batch_size, 1) - 1)] + [n]
+        bar = batch_bar(self.verbose, len(stops), self.n_iter_ + 1)
+        try:
+            for start, stop in zip([0, *stops[:-1]], stops):
+                rows = slice(start, stop) if order is None else order[start:stop]
+                total += self._step(Xt[rows], Yt[rows])
+                bar.update()
+        finally:
+            bar.close()
+        return float(total) / n
+
+    def _step(self, xb, yb):
+        """Algorithm 3.1, lines 8-14: features, head solve, extractor update."""
+        train = self._optimizer is not None
+        with torch.set_grad_enabled(train):
+            Z = self._features(xb)
+        coef = self._head.step(Z.detach().to(self._head.dtype), yb)
+        with torch.set_grad_enabled(train):
+            resid = Z @ coef.to(Z.dtype) - yb.to(Z.dtype)
+            loss = 0.5 * (resid * resid).sum() / xb.shape[0]
+            if train:
+                objective = loss
+                if self.alpha > 0:
+                    penalty = sum((p * p).sum() for group in self._optimizer.param_groups for p in group["params"])
+                    objective = loss + 0.5 * self.alpha * penalty
+                self._optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                self._optimizer.step()
+        return loss.detach().to(yb.dtype) * xb.shape[0]
+
+    def _features(self, x):
+        """``F(x)`` with the ones column appended when the intercept is fitted."""
+        Z = self.feature_extractor_(x)
+        if self.fit_intercept:
+            Z = torch.cat((Z, torch.ones((Z.shape[0], 1), dtype=Z.dtype, device=Z.device)), dim=1)
+        return Z
+
+    def _chunked_features(self, X):
+        """``(rows, F(x))`` for chunks of rows of ``X`` (array or tensor), in eval mode.
+
+        Features in the head's dtype, ones column included; bounded memory whatever
+        the size of ``X``.  Callers hold ``torch.no_grad()``.
+        """
+        self.feature_extractor_.eval()
+        for start in range(0, X.shape[0], PREDICT_CHUNK):
+            rows = slice(start, start + PREDICT_CHUNK)
+            x = X[rows] if isinstance(X, torch.Tensor) else torch.tensor(
+                X[rows], dtype=self._dtype, device=torch.device(self.device_))
+            yield rows, self._features(x).to(self._head.dtype)
+
+    def _head_weights(self):
+        check_is_fitted(self)
+        W = self._head.coef.detach().cpu().numpy().astype(np.float64).T  # (t, p)
+        if self.fit_intercept:
+            coef, intercept = W[:, :-1], W[:, -1]
+        else:
+            coef, intercept = W, np.zeros(W.shape[0])
+        if self._y_ndim == 1:
+            return coef[0], float(intercept[0])
+        return coef, intercept

@@ -1,0 +1,215 @@
+"""Persistence of a fitted estimator: device-independent pickles and safe model files.
+
+Two formats:
+
+* **pickle** (what scikit-learn, joblib and the searches use): the whole object,
+  with every tensor moved to the CPU.  Unpickling runs code named in the file,
+  so load pickles only from people you trust.
+* **model file** (:func:`save_model` / :func:`load_model`): a zip archive with
+  ``model.json`` (the parameters and the scalar fitted state, readable with
+  any zip tool) and ``tensors.pt`` (state dicts written by ``torch.save``).
+  Loading uses ``json`` and ``torch.load(weights_only=True)``, which restore
+  data only: a model file cannot run code.  The network's *architecture* is
+  therefore not in the file: the built-in :class:`ResNetFeatures` is rebuilt
+  from its configuration, and a custom ``feature_extractor`` (or optimizer
+  class) must be passed to ``load`` again.
+"""
+
+import copy
+import io
+import json
+import pickle
+import zipfile
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+
+from ._device import resolve_device, restore_device
+from ._extractors import ResNetFeatures
+from ._solver import SlimTikHead
+
+__all__ = ["load_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
+
+FORMAT = "sklearn-slimtrain-model"
+FORMAT_VERSION = 1
+# Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
+_FITTED = (
+    "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
+    "refit_ridge_", "validation_scores_", "validation_loss_curve_", "best_validation_score_",
+    "best_loss_", "_no_improvement_count",
+)
+
+
+def to_cpu(obj):
+    """Copy of a nested (optimizer) state dict with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+# ------------------------------------------------------------------- pickle
+def pickle_state(est, state: dict) -> dict:
+    """``__getstate__``: tensors on the CPU, the optimizer as its state dict."""
+    if "feature_extractor_" not in state:
+        return state
+    if est.device_ != "cpu":  # store device-independently
+        state["feature_extractor_"] = copy.deepcopy(est.feature_extractor_).to("cpu")
+        state["_head"] = copy.deepcopy(est._head).to(torch.device("cpu"))
+    optimizer = state.pop("_optimizer")
+    state["_optimizer_state"] = None if optimizer is None else to_cpu(optimizer.state_dict())
+    return state
+
+
+def unpickle_state(est, state: dict) -> None:
+    """``__setstate__`` after the ``__dict__`` update: back on the saved device if present."""
+    optimizer_state = est.__dict__.pop("_optimizer_state", None)
+    if "feature_extractor_" not in state:
+        return
+    _place(est, restore_device(est.device_), optimizer_state)
+
+
+def _place(est, device, optimizer_state):
+    est.device_ = str(device)
+    est.feature_extractor_.to(device)
+    est._head.to(device)
+    est._optimizer = est._make_optimizer()
+    if optimizer_state is not None and est._optimizer is not None:
+        est._optimizer.load_state_dict(optimizer_state)
+
+
+# --------------------------------------------------------------- model file
+def _builtin_config(module):
+    if type(module) is not ResNetFeatures:
+        return None
+    n_in = None if isinstance(module.opening, torch.nn.LazyLinear) else module.opening.in_features
+    return {"n_features_in": n_in, "width": module.width, "depth": module.depth, "final_time": module.final_time}
+
+
+def _encode_param(name, value, tensors):
+    """JSON form of one parameter, or None when it must be given again at load."""
+    if value is None or isinstance(value, (bool, str)):
+        return {"value": value}
+    if isinstance(value, Integral):
+        return {"value": int(value)}
+    if isinstance(value, Real):
+        return {"value": float(value)}  # json writes inf as Infinity and reads it back
+    if isinstance(value, (torch.device, torch.dtype)):
+        return {"value": str(value).replace("torch.", "")}
+    if name == "feature_extractor" and _builtin_config(value) is not None:
+        tensors["param_extractor"] = to_cpu(value.state_dict())
+        return {"resnet": _builtin_config(value)}
+    return None
+
+
+def save_model(est, path) -> None:
+    """Write ``est`` (fitted) to ``path``; see the module docstring."""
+    params, required = {}, []
+    tensors = {}
+    for name, value in est.get_params(deep=False).items():
+        encoded = _encode_param(name, value, tensors)
+        if encoded is None:
+            required.append(name)
+        else:
+            params[name] = encoded
+    fitted = {name: getattr(est, name) for name in _FITTED if hasattr(est, name)}
+    if hasattr(est, "feature_names_in_"):
+        fitted["feature_names_in_"] = [str(v) for v in est.feature_names_in_]
+    fitted["_dtype"] = str(est._dtype).replace("torch.", "")
+    rng_name, rng_keys, rng_pos, rng_has_gauss, rng_gauss = est._rng.get_state()
+    fitted["_rng"] = [rng_name, int(rng_pos), int(rng_has_gauss), float(rng_gauss)]
+    head_tensors, head_scalars = est._head.state_dict()
+    tensors.update(
+        extractor=to_cpu(est.feature_extractor_.state_dict()),
+        optimizer=None if est._optimizer is None else to_cpu(est._optimizer.state_dict()),
+        head=to_cpu(head_tensors),
+        rng_keys=torch.from_numpy(rng_keys.astype(np.int64)),
+    )
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "class": type(est).__name__,
+        "params": params,
+        "params_to_pass_at_load": required,
+        "extractor": _builtin_config(est.feature_extractor_),
+        "head": head_scalars,
+        "fitted": fitted,
+    }
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.json", json.dumps(meta, indent=1))
+        archive.writestr("tensors.pt", buffer.getvalue())
+
+
+def _read(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("model.json"))
+            raw = archive.read("tensors.pt")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path!s} is not a sklearn-slimtrain model file (written by save): {exc}") from exc
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path!s} is not a sklearn-slimtrain model file of format version <= {FORMAT_VERSION} "
+            f"(found format={meta.get('format')!r}, version={meta.get('format_version')!r})."
+        )
+    try:  # weights_only=True: tensors, dicts, lists, numbers and strings only; never code
+        tensors = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path!s} holds objects other than tensors and plain data; refusing to load it "
+            f"(torch.load(weights_only=True)): {exc}"
+        ) from exc
+    return meta, tensors
+
+
+def load_model(cls, path, **params):
+    """Read a model written by :func:`save_model`; ``params`` override or supply parameters."""
+    meta, tensors = _read(path)
+    missing = [name for name in meta["params_to_pass_at_load"] if name not in params]
+    if missing:
+        raise ValueError(
+            f"{path!s} was saved with parameter(s) {missing} that a model file does not store "
+            "(a custom module or class is code, which a safe file cannot hold). Pass them to load, e.g. "
+            f"{cls.__name__}.load(path, {missing[0]}=...), with the same architecture as when it was saved."
+        )
+    values = {}
+    for name, encoded in meta["params"].items():
+        if "resnet" in encoded:
+            module = ResNetFeatures(**encoded["resnet"])
+            module.load_state_dict(tensors["param_extractor"])
+            values[name] = module
+        else:
+            values[name] = encoded["value"]
+    values.update(params)
+    est = cls(**values)
+    fitted = meta["fitted"]
+    for name, value in fitted.items():
+        if name not in ("feature_names_in_", "_dtype", "_rng"):
+            setattr(est, name, value)
+    if "feature_names_in_" in fitted:
+        est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+    est._dtype = getattr(torch, fitted["_dtype"])
+    name, pos, has_gauss, gauss = fitted["_rng"]
+    est._rng = np.random.RandomState()
+    est._rng.set_state((name, tensors["rng_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if meta["extractor"] is not None and "feature_extractor" not in params:
+        module = ResNetFeatures(**meta["extractor"])
+    else:
+        module = est._build_extractor(est.n_features_in_)
+    try:
+        module.load_state_dict(tensors["extractor"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"the feature_extractor passed to load does not match the weights saved in {path!s}: {exc}"
+        ) from exc
+    est.feature_extractor_ = module.to(dtype=est._dtype)
+    est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"))
+    device = resolve_device(params["device"]) if "device" in params else restore_device(est.device_)
+    _place(est, device, tensors["optimizer"])
+    return est

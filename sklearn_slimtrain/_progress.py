@@ -1,0 +1,93 @@
+"""Training feedback and stopping: the per-epoch table (``verbose >= 1``), a batch progress
+bar (``verbose >= 2``), and MLPRegressor's no-improvement rule on the estimator's state.
+"""
+
+import sys
+
+import numpy as np
+
+__all__ = ["EpochTable", "batch_bar", "start_monitoring", "update_no_improvement"]
+
+
+class EpochTable:
+    """One aligned line per epoch, with a header before the first, as skorch prints.
+
+    Parameters
+    ----------
+    validation : bool
+        Add the validation loss and R2 columns (early stopping).
+    file : file-like, default=None
+        Where to print (``sys.stdout`` at print time when None).
+    """
+
+    def __init__(self, validation: bool, file=None):
+        self.columns = ["epoch", "train_loss"]
+        if validation:
+            self.columns += ["valid_loss", "valid_r2"]
+        self.columns += ["ridge", "dur"]
+        # wide enough for every cell format below: "%.4g" (10), "%.2e" (8), "%.3f" (7)
+        self.widths = [{"epoch": 7, "ridge": 8, "dur": 7}.get(c, 10) for c in self.columns]
+        self.file = file
+        self._started = False
+
+    def _print(self, cells):
+        print("  ".join(c.rjust(w) for c, w in zip(cells, self.widths)), file=self.file or sys.stdout)
+
+    def row(self, epoch: int, train_loss: float, ridge: float, seconds: float, valid_loss=None, valid_r2=None):
+        """Print the row of one epoch (the header and rule first, once)."""
+        if not self._started:
+            self._print(self.columns)
+            self._print(["-" * w for w in self.widths])
+            self._started = True
+        cells = [str(epoch), f"{train_loss:.4g}"]
+        if "valid_loss" in self.columns:
+            cells += [f"{valid_loss:.4g}", f"{valid_r2:.4f}"]
+        cells += [f"{ridge:.2e}", f"{seconds:.3f}"]
+        self._print(cells)
+
+    def message(self, text: str):
+        print(text, file=self.file or sys.stdout)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def batch_bar(verbose: int, total: int, epoch: int):
+    """A tqdm bar over the batches of one epoch when ``verbose >= 2``, tqdm is
+    installed and stderr is a terminal; otherwise an object that does nothing."""
+    if verbose < 2 or not sys.stderr.isatty():
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False)
+
+
+def start_monitoring(est, early: bool) -> None:
+    """Reset the stopping rule of MLPRegressor at the start of every ``fit``."""
+    est._no_improvement_count = 0
+    est.validation_scores_ = [] if early else None
+    est.validation_loss_curve_ = [] if early else None
+    est.best_validation_score_ = -np.inf if early else None
+    est.best_loss_ = None if early else np.inf
+
+
+def update_no_improvement(est, loss: float, score, early: bool) -> bool:
+    """MLPRegressor's rule; True when the epoch is the best so far (early stopping)."""
+    if early:
+        est._no_improvement_count = (
+            est._no_improvement_count + 1 if score < est.best_validation_score_ + est.tol else 0)
+        if score > est.best_validation_score_:
+            est.best_validation_score_ = score
+            return True
+        return False
+    if est.best_loss_ is not None:
+        est._no_improvement_count = est._no_improvement_count + 1 if loss > est.best_loss_ - est.tol else 0
+        est.best_loss_ = min(est.best_loss_, loss)
+    return False

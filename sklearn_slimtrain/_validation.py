@@ -1,0 +1,133 @@
+"""Input checks that scikit-learn's ``validate_data`` does not make (before any training work)."""
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from sklearn.utils import check_array
+from sklearn.utils.validation import validate_data
+
+__all__ = [
+    "check_extractor_output",
+    "check_input_scale",
+    "check_magnitude",
+    "check_optimizer",
+    "check_predictions",
+    "check_training_data",
+    "check_validation_set",
+]
+
+
+def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool) -> None:
+    """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would).
+
+    X only has to fit the extractor's dtype.  y enters the training loss squared
+    and summed over a batch, in the extractor's dtype: ``|y|`` above
+    ``sqrt(max) * 1e-3`` (1.8e16 in float32) would overflow it; the factor 1e-3
+    leaves room for batch sums of up to 1e6 squared residuals.
+    """
+    if values.size == 0:
+        return
+    peak = float(np.max(np.abs(values)))
+    big = float(torch.finfo(dtype).max)
+    limit = math.sqrt(big) * 1e-3 if squared else big
+    if peak > limit:
+        name_of = {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
+        hint = (
+            "Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler())"
+            if squared
+            else "Scale the inputs, e.g. make_pipeline(StandardScaler(), SlimTrainRegressor())"
+        )
+        raise ValueError(
+            f"{name} has values of magnitude up to {peak:.3g}, too large for dtype={name_of!r} "
+            f"(limit {limit:.3g}). {hint}, or use dtype='float64'."
+        )
+
+
+def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, *, builtin: bool) -> None:
+    """What ``validate_data`` lets through: non-numeric y, overflowing values, badly scaled X."""
+    if y2.dtype.kind not in "biuf":
+        raise ValueError(f"y must hold numbers (regression targets); got an array of dtype {y2.dtype}.")
+    check_magnitude(X, "X", dtype, squared=False)
+    if builtin:
+        check_input_scale(X)
+    check_magnitude(y2, "y", dtype, squared=True)
+
+
+def check_predictions(out: np.ndarray) -> None:
+    """Never return NaN silently: non-finite predictions are an error naming the rows."""
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"The predictions for {int(bad.sum())} of {len(out)} rows of X are not finite (first: row "
+            f"{int(np.argmax(bad))}): the feature extractor overflowed on them. Check the scale of X.")
+
+
+def check_optimizer(optimizer) -> None:
+    """``optimizer`` is "adam", "sgd" or a ``torch.optim.Optimizer`` subclass."""
+    if optimizer in ("adam", "sgd"):
+        return
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        raise TypeError(
+            f"optimizer must be 'adam', 'sgd' or a torch.optim.Optimizer subclass; got {optimizer!r}."
+        )
+
+
+def check_input_scale(X: np.ndarray) -> None:
+    """Warn when X is far from unit scale, which the built-in tanh ResNet cannot use.
+
+    Its opening layer (PyTorch's default init, weights ~ U(-1/sqrt(n), 1/sqrt(n)))
+    keeps the scale of X: beyond ``1e4`` the tanh saturates (it is flat beyond
+    ``|z| ~ 20``), below ``1e-4`` the pre-activations are the bias alone and the
+    features are constant.
+    """
+    peak = float(np.max(np.abs(X))) if X.size else 0.0
+    if peak > 1e4 or 0.0 < peak < 1e-4:
+        warnings.warn(
+            f"X has values of magnitude up to {peak:.3g}; the built-in tanh ResNet needs inputs of order 1 "
+            "(it saturates or sees constants otherwise). Standardize X, e.g. "
+            "make_pipeline(StandardScaler(), SlimTrainRegressor()).",
+            UserWarning,
+            stacklevel=6,  # check_input_scale < check_training_data < _fit < fit < _fit_context < caller
+        )
+
+
+def check_extractor_output(out, n_rows: int, n_features_in: int) -> None:
+    """The probe forward pass must give a finite, floating 2-D tensor with one row per input row."""
+    expected = f"feature_extractor must map a tensor of shape (n, {n_features_in}) to a 2-D tensor of shape (n, n_features_out)"
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"{expected}; it returned a {type(out).__name__}.")
+    if out.ndim != 2 or out.shape[0] != n_rows:
+        raise ValueError(f"{expected}; for n={n_rows} it returned shape {tuple(out.shape)}.")
+    if not out.is_floating_point():
+        raise ValueError(f"{expected} of floats; it returned dtype {out.dtype}.")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            "feature_extractor returned non-finite values (NaN or inf) on the first rows of X; "
+            "check the module and the scale of X."
+        )
+
+
+def check_validation_set(est, X, y2, X_val, y_val, early, dtype):
+    """Checked explicit validation set (or None), before any training work."""
+    if X_val is None and y_val is None:
+        if early and math.ceil(est.validation_fraction * X.shape[0]) > X.shape[0] - 1:
+            raise ValueError(
+                f"early_stopping needs at least 2 samples to hold out validation_fraction="
+                f"{est.validation_fraction}; got n_samples={X.shape[0]}.")
+        return None
+    if X_val is None or y_val is None:
+        raise ValueError("X_val and y_val must be given together.")
+    if not est.early_stopping:
+        raise ValueError("X_val and y_val are passed to fit while early_stopping is False.")
+    X_val = validate_data(est, X_val, reset=False, dtype=(np.float64, np.float32))
+    y_val = check_array(y_val, ensure_2d=False, dtype=np.float64, input_name="y_val")
+    y_val = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
+    if y_val.shape != (X_val.shape[0], y2.shape[1]):
+        raise ValueError(
+            f"y_val must have shape ({X_val.shape[0]}, {y2.shape[1]}) to match X_val and y; "
+            f"got {y_val.shape}.")
+    check_magnitude(X_val, "X_val", dtype, squared=False)
+    return X_val, y_val
+

@@ -1,0 +1,470 @@
+"""Reliability: the bad-input battery, divergence, interruption, failed calls, safe persistence.
+
+The battery is one table (``BATTERY``): an id, the input, and the expected outcome
+beside it.  ``docs/reliability.md`` shows the same table; a test keeps the two in step.
+"""
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.metrics import r2_score
+
+from sklearn_slimtrain import SlimTrainRegressor
+
+ROOT = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+X0 = RNG.uniform(-2, 2, (60, 2))
+Y0 = np.sin(X0[:, 0]) + X0[:, 1] ** 2
+
+
+def _with(value, where=(3, 1)):
+    X = X0.copy()
+    X[where] = value
+    return X
+
+
+def _y_with(value):
+    y = Y0.copy()
+    y[5] = value
+    return y
+
+
+class _Shape(torch.nn.Module):
+    """An extractor returning something wrong: ``kind`` picks what."""
+
+    def __init__(self, n, kind):
+        super().__init__()
+        self.lin = torch.nn.Linear(n, 4)
+        self.kind = kind
+
+    def forward(self, x):
+        z = self.lin(x)
+        if self.kind == "3d":
+            return z[:, :, None]
+        if self.kind == "rows":
+            return z[:1]
+        if self.kind == "nan":
+            return z * float("nan")
+        if self.kind == "int":
+            return z.long()
+        return z
+
+
+def _fit(X=X0, y=Y0, **params):
+    params.setdefault("max_iter", 2)
+    return SlimTrainRegressor(random_state=0, **params).fit(X, y)
+
+
+# id, what is given, how it is called, expected: (exception type, message regex) or a check
+BATTERY = [
+    ("nan-X", "NaN in X", lambda: _fit(_with(np.nan)), (ValueError, "Input X contains NaN")),
+    ("inf-X", "inf in X", lambda: _fit(_with(np.inf)), (ValueError, "Input X contains infinity")),
+    ("nan-y", "NaN in y", lambda: _fit(y=_y_with(np.nan)), (ValueError, "Input y contains NaN")),
+    ("inf-y", "inf in y", lambda: _fit(y=_y_with(np.inf)), (ValueError, "Input y contains infinity")),
+    ("complex-X", "complex X", lambda: _fit(X0 + 1j), (ValueError, "Complex data not supported")),
+    ("object-X", "object X holding strings", lambda: _fit(X0.astype(str).astype(object)), None),
+    ("string-X", "string X", lambda: _fit(np.array([["a", "b"]] * 60)), (ValueError, "could not convert string")),
+    ("string-y", "string y", lambda: _fit(y=np.array(["a"] * 60)), (ValueError, "y must hold numbers.*dtype <U1")),
+    ("sparse-X", "scipy.sparse X", lambda: _fit(sp.csr_matrix(X0)), (TypeError, "Sparse data was passed for X")),
+    ("empty-X", "0 rows", lambda: _fit(X0[:0], Y0[:0]), (ValueError, r"0 sample\(s\)")),
+    ("one-sample", "1 row", lambda: _fit(X0[:1], Y0[:1]), "finite"),
+    ("fewer-than-batch", "10 rows, batch_size=32", lambda: _fit(X0[:10], Y0[:10]), "finite"),
+    ("y-rows", "y with another number of rows", lambda: _fit(y=Y0[:-1]), (ValueError, "inconsistent numbers")),
+    ("3d-X", "3-D X", lambda: _fit(X0[:, :, None]), (ValueError, "dim 3")),
+    ("constant-X", "constant features", lambda: _fit(np.ones_like(X0)), "mean"),
+    ("constant-y", "constant y", lambda: _fit(y=np.full(60, 3.0)), "constant"),
+    ("huge-X", "X of 1e30", lambda: _fit(X0 * 1e30), (UserWarning, "magnitude up to .*Standardize X")),
+    ("tiny-X", "X of 1e-30", lambda: _fit(X0 * 1e-30), (UserWarning, "magnitude up to .*Standardize X")),
+    ("huge-y", "y of 1e30 (float32 network)", lambda: _fit(y=Y0 * 1e30), (ValueError, "y has values of magnitude")),
+    ("huge-y-float64", "y of 1e30, dtype='float64'", lambda: _fit(y=Y0 * 1e30, dtype="float64"), "finite"),
+    ("tiny-y", "y of 1e-30", lambda: _fit(y=Y0 * 1e-30), "finite"),
+    ("over-X", "X of 1e39 (beyond float32)", lambda: _fit(X0 * 1e39), (ValueError, "X has values of magnitude")),
+    ("memory_depth=-1", "memory_depth=-1", lambda: _fit(memory_depth=-1), (ValueError, "'memory_depth' .* Got -1")),
+    ("batch_size=0", "batch_size=0", lambda: _fit(batch_size=0), (ValueError, "'batch_size' .* Got 0")),
+    ("ridge=-1", "ridge=-1", lambda: _fit(ridge=-1.0), (ValueError, "'ridge' .* Got -1")),
+    ("ridge='gcv'", "ridge='gcv'", lambda: _fit(ridge="gcv"), (ValueError, "'ridge' .* Got 'gcv'")),
+    ("optimizer='adagrad'", "unknown optimizer string", lambda: _fit(optimizer="adagrad"),
+     (ValueError, "'optimizer' .* Got 'adagrad'")),
+    ("optimizer=dict", "a class that is no optimizer", lambda: _fit(optimizer=dict), (TypeError, "optimizer must be")),
+    ("device='cuda'", "device='cuda' without CUDA", lambda: _fit(device="cuda"),
+     (ValueError, "'device' .*CUDA is not available")),
+    ("device='tpu'", "unknown device", lambda: _fit(device="tpu"), (ValueError, "'device' .* 'tpu'")),
+    ("extractor-3d", "extractor returning a 3-D tensor", lambda: _fit(feature_extractor=lambda n: _Shape(n, "3d")),
+     (ValueError, r"returned shape \(2, 4, 1\)")),
+    ("extractor-rows", "extractor returning other rows", lambda: _fit(feature_extractor=lambda n: _Shape(n, "rows")),
+     (ValueError, r"for n=2 it returned shape \(1, 4\)")),
+    ("extractor-nan", "extractor returning NaN", lambda: _fit(feature_extractor=lambda n: _Shape(n, "nan")),
+     (ValueError, "non-finite values")),
+    ("extractor-int", "extractor returning integers", lambda: _fit(feature_extractor=lambda n: _Shape(n, "int")),
+     (ValueError, "of floats; it returned dtype torch.int64")),
+    ("extractor-not-module", "callable returning no module", lambda: _fit(feature_extractor=lambda n: "net"),
+     (TypeError, "torch.nn.Module")),
+    ("early-stopping-1-row", "early_stopping with 1 row", lambda: _fit(X0[:1], Y0[:1], early_stopping=True),
+     (ValueError, "early_stopping needs at least 2 samples")),
+    ("X_val-without-early-stopping", "X_val, y_val without early_stopping",
+     lambda: SlimTrainRegressor(max_iter=1).fit(X0, Y0, X_val=X0, y_val=Y0), (ValueError, "early_stopping is False")),
+    ("X_val-alone", "X_val without y_val", lambda: SlimTrainRegressor(early_stopping=True).fit(X0, Y0, X_val=X0),
+     (ValueError, "X_val and y_val must be given together")),
+    ("y_val-shape", "y_val with other rows", lambda: SlimTrainRegressor(early_stopping=True).fit(
+        X0, Y0, X_val=X0, y_val=Y0[:-1]), (ValueError, r"y_val must have shape \(60, 1\)")),
+]
+
+
+def _object_X_case():  # object arrays of numbers are converted, of strings refused
+    with pytest.raises(ValueError, match="could not convert string"):
+        _fit(np.array([["a", "b"]] * 60, dtype=object))
+    model = _fit(X0.astype(object))
+    assert np.isfinite(model.predict(X0)).all()
+
+
+@pytest.mark.parametrize("case", BATTERY, ids=[c[0] for c in BATTERY])
+def test_bad_input_battery(case):
+    name, _, call, expected = case
+    if name == "device='cuda'" and torch.cuda.is_available():
+        pytest.skip("checks the error raised without CUDA")
+    if name == "object-X":
+        return _object_X_case()
+    if isinstance(expected, tuple) and issubclass(expected[0], Warning):
+        with pytest.warns(expected[0], match=expected[1]):
+            model = call()
+        assert np.isfinite(model.predict(X0 * (1e30 if name == "huge-X" else 1e-30))).all()
+        return
+    if isinstance(expected, tuple):
+        with pytest.raises(expected[0], match=expected[1]):
+            call()
+        return
+    model = call()
+    pred = model.predict(np.ones_like(X0) if expected == "mean" else X0)
+    assert np.isfinite(pred).all() and np.isfinite(model.coef_).all()
+    if expected == "mean":  # constant features: a constant near the mean of y (the intercept is
+        # regularised with W, as in the paper, so GCV may shrink it by a few percent)
+        assert np.ptp(pred) < 1e-9 * abs(pred[0])
+        np.testing.assert_allclose(pred, Y0.mean(), rtol=0.05)
+    if expected == "constant":
+        np.testing.assert_allclose(pred, 3.0, rtol=1e-6)
+
+
+def test_errors_are_raised_before_any_training_work(monkeypatch):
+    def no_training(self, *args):
+        raise AssertionError("training started before the input was refused")
+
+    monkeypatch.setattr(SlimTrainRegressor, "_epoch", no_training)
+    for name, _, call, expected in BATTERY:
+        if name == "device='cuda'" and torch.cuda.is_available():
+            continue
+        if isinstance(expected, tuple) and not issubclass(expected[0], Warning):
+            with pytest.raises(expected[0], match=expected[1]):
+                call()
+    model = SlimTrainRegressor(optimizer=dict)
+    with pytest.raises(TypeError):
+        model.fit(X0, Y0)
+    with pytest.raises(NotFittedError):  # a refused first fit leaves no fitted state behind
+        model.predict(X0)
+
+
+def test_battery_is_the_table_in_the_docs():
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", text, flags=re.M))
+    assert documented == {c[0] for c in BATTERY}
+
+
+def test_feature_names_kept_and_checked_at_predict():
+    df = pd.DataFrame(X0, columns=["pressure", "temperature"])
+    model = _fit(df)
+    assert list(model.feature_names_in_) == ["pressure", "temperature"]
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        model.predict(X0)
+    with pytest.raises(ValueError, match="feature names should match"):
+        model.predict(df.rename(columns={"pressure": "p"}))
+
+
+@pytest.mark.parametrize("method", ["predict", "partial_fit-features", "partial_fit-targets"])
+def test_changed_shapes_are_refused(method):
+    model = _fit()
+    if method == "predict":
+        with pytest.raises(ValueError, match="X has 3 features, but SlimTrainRegressor is expecting 2"):
+            model.predict(np.ones((4, 3)))
+    elif method == "partial_fit-features":
+        with pytest.raises(ValueError, match="X has 3 features"):
+            model.partial_fit(np.ones((4, 3)), np.ones(4))
+    else:
+        with pytest.raises(ValueError, match="y has 2 targets, but SlimTrainRegressor is expecting 1"):
+            model.partial_fit(X0[:4], np.ones((4, 2)))
+
+
+# ------------------------------------------------------------ state and failures
+def _fingerprint(model):
+    """Everything a later call depends on, as plain comparable values."""
+    head_tensors, head_scalars = model._head.state_dict()
+    opt = model._optimizer.state_dict()
+    return (
+        {k: v.clone() for k, v in model.feature_extractor_.state_dict().items()},
+        {k: v.clone() for k, v in head_tensors.items()},
+        head_scalars,
+        {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()} for i, s in opt["state"].items()},
+        pickle.dumps(model._rng.get_state()),
+        list(model.loss_curve_), model.n_iter_, model.t_,
+    )
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b):
+        if isinstance(x, dict):
+            assert x.keys() == y.keys()
+            for k in x:
+                _assert_same([x[k]], [y[k]])
+        elif torch.is_tensor(x):
+            assert torch.equal(x, y)
+        else:
+            assert x == y
+
+
+class _Failing(torch.nn.Module):
+    """A linear + tanh extractor that raises ``error`` on its ``fail_at``-th forward pass."""
+
+    def __init__(self, n, fail_at, error):
+        super().__init__()
+        self.lin = torch.nn.Linear(n, 6)
+        self.calls, self.fail_at, self.error = 0, fail_at, error
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error
+        return torch.tanh(self.lin(x))
+
+
+def test_failed_partial_fit_leaves_the_state_exactly_as_it_was():
+    model = SlimTrainRegressor(lambda n: _Failing(n, 10**9, None), batch_size=8, memory_depth=2, random_state=0)
+    model.partial_fit(X0, Y0)
+    before = _fingerprint(model)
+    model.feature_extractor_.fail_at = model.feature_extractor_.calls + 4  # fails in the 4th batch
+    model.feature_extractor_.error = RuntimeError("the simulation crashed")
+    with pytest.raises(RuntimeError, match="the simulation crashed"):
+        model.partial_fit(X0, Y0)
+    _assert_same(before, _fingerprint(model))
+    with pytest.raises(ValueError):  # refused input: nothing changes either
+        model.partial_fit(X0[:, :1], Y0)
+    _assert_same(before, _fingerprint(model))
+    model.feature_extractor_.error = KeyboardInterrupt()
+    model.feature_extractor_.fail_at = model.feature_extractor_.calls + 2
+    with pytest.raises(KeyboardInterrupt):  # a stream loop must be able to stop
+        model.partial_fit(X0, Y0)
+    _assert_same(before, _fingerprint(model))
+
+
+def test_keyboard_interrupt_in_fit_keeps_the_last_complete_epoch():
+    # 60 rows, batch 20: 3 forward passes per epoch (+2 for the probe and none else with refit off)
+    params = dict(batch_size=20, max_iter=5, random_state=0, refit_head=False)
+    interrupted = SlimTrainRegressor(lambda n: _Failing(n, 1 + 3 * 2 + 2, KeyboardInterrupt()), **params)
+    with pytest.warns(UserWarning, match="interrupted .* in epoch 3; the model holds the state after epoch 2"):
+        interrupted.fit(X0, Y0)
+    reference = SlimTrainRegressor(lambda n: _Failing(n, 10**9, None), **{**params, "max_iter": 2}).fit(X0, Y0)
+    assert interrupted.n_iter_ == 2 and len(interrupted.ridge_path_) == 6
+    np.testing.assert_array_equal(interrupted.predict(X0), reference.predict(X0))
+    interrupted.feature_extractor_.fail_at = -1
+    interrupted.partial_fit(X0, Y0)  # and it can go on
+    assert interrupted.n_iter_ == 3
+
+
+def test_exploding_extractor_restores_and_warns_with_a_remedy():
+    class Exploding(torch.nn.Module):  # finite for two epochs, then inf
+        def __init__(self, n):
+            super().__init__()
+            self.lin = torch.nn.Linear(n, 5)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return torch.tanh(self.lin(x)) * (1e300 if self.calls > 7 else 1.0)
+
+    model = SlimTrainRegressor(Exploding, batch_size=20, max_iter=6, dtype="float64", random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged in epoch 3.*Lower learning_rate"):
+        model.fit(X0, Y0)
+    assert model.n_iter_ == 2
+    assert np.isfinite(model.coef_).all() and np.isfinite(model.ridge_path_).all()
+
+
+@pytest.mark.parametrize("lr", [10.0, 100.0])
+def test_absurd_learning_rate_never_gives_nan(lr):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = _fit(learning_rate=lr, max_iter=4, batch_size=10)
+    assert np.isfinite(model.predict(X0)).all() and np.isfinite(model.coef_).all()
+    assert all(torch.isfinite(p).all() for p in model.feature_extractor_.parameters())
+
+
+def test_non_finite_predictions_are_an_error():
+    class Log(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x)
+
+    model = SlimTrainRegressor(Log(), max_iter=1, random_state=0).fit(np.abs(X0) + 1, Y0)
+    with pytest.raises(ValueError, match="predictions for 1 of 60 rows of X are not finite"):
+        model.predict(np.where(np.arange(60)[:, None] == 7, -1.0, np.abs(X0) + 1))
+
+
+# -------------------------------------------------------------- early stopping
+def test_early_stopping_keeps_the_best_epoch():
+    X_val, y_val = X0[:20] + 0.05, Y0[:20]
+    model = SlimTrainRegressor(early_stopping=True, n_iter_no_change=2, tol=0.0, max_iter=40,
+                               learning_rate=3e-2, batch_size=10, random_state=0).fit(X0, Y0, X_val=X_val, y_val=y_val)
+    assert len(model.validation_scores_) == model.n_iter_ == len(model.validation_loss_curve_)
+    assert model.best_validation_score_ == max(model.validation_scores_) and model.best_loss_ is None
+    # the returned model is the best epoch's, with the head refitted on the training rows
+    assert r2_score(y_val, model.predict(X_val)) == pytest.approx(model.best_validation_score_, abs=1e-9)
+    if model.n_iter_ < 40:  # stopped: the last n_iter_no_change + 1 epochs did not improve
+        best = int(np.argmax(model.validation_scores_))
+        assert model.n_iter_ - 1 - best == 3
+
+
+def test_early_stopping_holds_out_validation_fraction():
+    model = SlimTrainRegressor(early_stopping=True, validation_fraction=0.25, max_iter=2, random_state=0)
+    model.fit(X0, Y0)
+    assert model.t_ == 2 * 45 and len(model.validation_scores_) == 2
+
+
+def test_training_loss_stall_stops_and_max_iter_warns():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = _fit(tol=1e9, n_iter_no_change=2, max_iter=50)  # stops: no warning
+    assert model.n_iter_ == 4 and model.best_loss_ == min(model.loss_curve_)
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\) reached"):
+        _fit(max_iter=3)
+
+
+def test_verbose_table_and_no_bar_without_a_terminal(capsys):
+    _fit(verbose=2, early_stopping=True, n_iter_no_change=1, tol=10.0, max_iter=9)
+    out, err = capsys.readouterr()
+    lines = out.rstrip().splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "valid_r2", "ridge", "dur"]
+    assert set(lines[1].replace(" ", "")) == {"-"} and len(lines[2]) == len(lines[0])
+    assert lines[-1].startswith("Validation score did not improve more than tol=10.0 for 1 consecutive")
+    assert len(lines) == 2 + 3 + 1 and "epoch" not in err  # pytest's stderr is no terminal: no bar
+
+
+# --------------------------------------------------------------- persistence
+def test_save_load_round_trip_and_continue(tmp_path):
+    model = _fit(memory_depth=2, batch_size=16)
+    path = tmp_path / "model.slim"
+    model.save(path)
+    loaded = SlimTrainRegressor.load(path)
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+    _assert_same(_fingerprint(model), _fingerprint(loaded))
+    model.partial_fit(X0, Y0)
+    loaded.partial_fit(X0, Y0)  # optimizer moments, memory, ridge and RNG continue exactly
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+
+
+def test_load_needs_the_custom_module_and_checks_it(tmp_path):
+    model = _fit(feature_extractor=lambda n: torch.nn.Sequential(torch.nn.Linear(n, 5), torch.nn.Tanh()))
+    path = tmp_path / "m.slim"
+    model.save(path)
+    with pytest.raises(ValueError, match=r"parameter\(s\) \['feature_extractor'\].*Pass them to load"):
+        SlimTrainRegressor.load(path)
+    with pytest.raises(ValueError, match="does not match the weights"):
+        SlimTrainRegressor.load(path, feature_extractor=torch.nn.Sequential(torch.nn.Linear(2, 7)))
+    same = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh())
+    loaded = SlimTrainRegressor.load(path, feature_extractor=same)
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Payload.target),))
+
+
+def test_a_model_file_cannot_run_code(tmp_path):
+    import io
+    import zipfile
+
+    model = _fit()
+    path = tmp_path / "m.slim"
+    model.save(path)
+    _Payload.target = str(tmp_path / "pwned")
+    buffer = io.BytesIO()
+    torch.save({"extractor": _Payload()}, buffer)  # what a malicious file would hold
+    with zipfile.ZipFile(path) as z:
+        meta = z.read("model.json")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model.json", meta)
+        z.writestr("tensors.pt", buffer.getvalue())
+    with pytest.raises(ValueError, match="refusing to load it"):
+        SlimTrainRegressor.load(path)
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "junk").write_text("not a model")
+    with pytest.raises(ValueError, match="not a sklearn-slimtrain model file"):
+        SlimTrainRegressor.load(tmp_path / "junk")
+
+
+def test_model_saved_on_cuda_loads_on_cpu(tmp_path):
+    model = _fit()
+    model.device_ = "cuda:0"  # as if fitted on a GPU; the saved tensors are on the CPU either way
+    path = tmp_path / "gpu.slim"
+    model.save(path)
+    if torch.cuda.is_available():
+        loaded = SlimTrainRegressor.load(path, device="cpu")
+    else:
+        with pytest.warns(UserWarning, match="fitted on device 'cuda:0'.*loaded on the CPU"):
+            loaded = SlimTrainRegressor.load(path)
+    assert loaded.device_ == "cpu"
+    model.device_ = "cpu"
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_cuda_model_file_and_pickle_load_on_cpu(tmp_path):
+    gpu = _fit(device="cuda")
+    gpu.save(tmp_path / "g.slim")
+    cpu = SlimTrainRegressor.load(tmp_path / "g.slim", device="cpu")
+    np.testing.assert_allclose(cpu.predict(X0), gpu.predict(X0), rtol=1e-6)
+    assert SlimTrainRegressor.load(tmp_path / "g.slim").device_.startswith("cuda")
+
+
+def test_eigh_failure_falls_back_to_float64_on_cpu(monkeypatch):
+    from sklearn_slimtrain._slimtik import symmetric_eigh
+
+    G = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float32)
+    expected = torch.linalg.eigh(G.double())
+    real, calls = torch.linalg.eigh, []
+
+    def flaky(A):
+        calls.append(A.dtype)
+        if A.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(A)
+
+    monkeypatch.setattr(torch.linalg, "eigh", flaky)
+    evals, evecs = symmetric_eigh(G)
+    assert calls == [torch.float32, torch.float64] and evals.dtype == torch.float32
+    torch.testing.assert_close(evals, expected[0].float())
+    with pytest.raises(torch.linalg.LinAlgError):  # a non-finite matrix is not retried
+        symmetric_eigh(G * float("nan"))
+
+
+def test_explicit_validation_set_is_routed_through_search_and_pipeline():
+    import sklearn
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_val, y_val = X0[:20] * 0.9, Y0[:20]
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = SlimTrainRegressor(early_stopping=True, max_iter=2, random_state=0).set_fit_request(
+            X_val=True, y_val=True)
+        search = GridSearchCV(model, {"memory_depth": [0, 1]}, cv=2).fit(X0, Y0, X_val=X_val, y_val=y_val)
+        best = search.best_estimator_
+        assert best.best_validation_score_ == pytest.approx(r2_score(y_val, best.predict(X_val)), abs=1e-9)
+        pipe = Pipeline([("scale", StandardScaler()), ("model", model)], transform_input=["X_val"])
+        pipe.fit(X0, Y0, X_val=X_val, y_val=y_val)
+        inner = pipe[-1]
+        assert inner.best_validation_score_ == pytest.approx(r2_score(y_val, pipe.predict(X_val)), abs=1e-9)
