@@ -5,8 +5,17 @@ Every function accepts the fitted estimator itself or a fitted ``Pipeline`` /
 figure when None) and returns the matplotlib ``Axes``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+
+if TYPE_CHECKING:  # matplotlib is an optional dependency
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_loss_curve", "plot_predictions", "plot_ridge_path"]
 
@@ -46,7 +55,7 @@ def _axes(ax):
     return _pyplot().subplots()[1] if ax is None else ax
 
 
-def plot_loss_curve(estimator, *, ax=None):
+def plot_loss_curve(estimator: BaseEstimator, *, ax: Axes | None = None) -> Axes:
     """Mean training loss per epoch (``loss_curve_``), log scale.
 
     With early stopping the validation loss (``validation_loss_curve_``) is drawn
@@ -79,7 +88,13 @@ def plot_loss_curve(estimator, *, ax=None):
     return ax
 
 
-def plot_ridge_path(estimator, *, kind="heatmap", steps_per_epoch=None, ax=None):
+def plot_ridge_path(
+    estimator: BaseEstimator,
+    *,
+    kind: Literal["heatmap", "line"] = "heatmap",
+    steps_per_epoch: int | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """The ridge chosen at every iteration (``ridge_path_``).
 
     Parameters
@@ -120,7 +135,9 @@ def plot_ridge_path(estimator, *, kind="heatmap", steps_per_epoch=None, ax=None)
     return ax
 
 
-def plot_predictions(estimator, X, y, *, target=0, ax=None):
+def plot_predictions(
+    estimator: BaseEstimator, X: ArrayLike, y: ArrayLike, *, target: int = 0, ax: Axes | None = None
+) -> Axes:
     """Predicted against true values on ``(X, y)``, with the diagonal and R2.
 
     Parameters
