@@ -36,10 +36,12 @@ from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
 from sklearn_slimtrain.datasets import make_cdr  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
+FIGURES_SUFFIX = [""]  # figure names get the target scale when it is not 1
 
 
-def load(n_samples):
+def load(n_samples, target_scale=1.0):
     X, Y = make_cdr(n_samples, random_state=0)
+    Y = Y * target_scale  # other units for the concentration (e.g. a 10x stronger source)
     n_train, n_val = n_samples // 2, n_samples // 4  # the paper's 400 / 200 / 200 split of 800
     return X[:n_train], Y[:n_train], X[n_train : n_train + n_val], Y[n_train : n_train + n_val]
 
@@ -52,9 +54,9 @@ def network():
     return ResNetFeatures(width=16, depth=8, final_time=4.0)  # Appendix B's CDR network
 
 
-def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples):
+def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target_scale):
     torch.set_num_threads(1)  # one process per core
-    Xtr, Ytr, Xva, Yva = load(n_samples)
+    Xtr, Ytr, Xva, Yva = load(n_samples, target_scale)
     curve = []
     if method == "adam":
         torch.manual_seed(seed)
@@ -107,7 +109,7 @@ def figures(results, lrs, batches, memories, report_epoch):
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("CDR stand-in: training loss (paper's Figure 5 layout)")
     fig.tight_layout()
-    fig.savefig(FIGURES / "cdr_loss.png", dpi=110)
+    fig.savefig(FIGURES / f"cdr_loss{FIGURES_SUFFIX[0]}.png", dpi=110)
     plt.close(fig)
 
     b = batches[0]
@@ -127,7 +129,7 @@ def figures(results, lrs, batches, memories, report_epoch):
         ax.set_ylabel("iteration")
     fig.suptitle(f"CDR stand-in: log10 ridge per step, batch {b} (paper's Figure 6 layout)")
     fig.tight_layout()
-    fig.savefig(FIGURES / "cdr_ridge.png", dpi=110)
+    fig.savefig(FIGURES / f"cdr_ridge{FIGURES_SUFFIX[0]}.png", dpi=110)
     plt.close(fig)
 
 
@@ -140,6 +142,8 @@ def main(argv=None):
     parser.add_argument("--report-epoch", type=int, default=20, help="epoch of Table 1")
     parser.add_argument("--samples", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-scale", type=float, default=1.0,
+                        help="multiply the observations by this (other concentration units)")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, small grid, no figures")
@@ -151,10 +155,12 @@ def main(argv=None):
     jobs = [("adam", lr, b, 0) for lr, b in itertools.product(args.lrs, args.batches)]
     jobs += [("slim", lr, b, m) for lr, b, m in itertools.product(args.lrs, args.batches, args.memories)]
     results = Parallel(n_jobs=args.n_jobs)(
-        delayed(run)(*job, args.epochs, args.report_epoch, args.seed, args.samples) for job in jobs)
+        delayed(run)(*job, args.epochs, args.report_epoch, args.seed, args.samples, args.target_scale)
+        for job in jobs)
     k = args.report_epoch - 1
     print(f"# CDR stand-in benchmark ({machine()})\n")
-    print(f"make_cdr({args.samples}, random_state=0), split {args.samples // 2}/{args.samples // 4}/"
+    scale = "" if args.target_scale == 1 else f" observations x {args.target_scale:g},"
+    print(f"make_cdr({args.samples}, random_state=0),{scale} split {args.samples // 2}/{args.samples // 4}/"
           f"{args.samples - args.samples // 2 - args.samples // 4}; ResNet w16 d8 T4; seed {args.seed}.\n")
     print(f"## Table 1: loss after {args.report_epoch} epochs (train / validation)\n")
     rows = []
@@ -186,8 +192,11 @@ def main(argv=None):
     print(markdown_table(["batch", f"Adam / slimTrain valid at lr {args.lrs[0]:g} (goal >= 30)",
                           "slimTrain worst / best over lr (goal <= 3)", "Adam worst / best over lr"], rows))
     if not args.no_figures:
+        if args.target_scale != 1:
+            FIGURES_SUFFIX[0] = f"_x{args.target_scale:g}"
         figures(results, args.lrs, args.batches, args.memories, args.report_epoch)
-        print("\nFigures: docs/figures/cdr_loss.png, docs/figures/cdr_ridge.png")
+        print(f"\nFigures: docs/figures/cdr_loss{FIGURES_SUFFIX[0]}.png, "
+              f"docs/figures/cdr_ridge{FIGURES_SUFFIX[0]}.png")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ __all__ = [
 ]
 
 
+def _peak(values: np.ndarray) -> float:
+    """``max |values|`` without a temporary copy of the array (predict may see 10^6+ rows)."""
+    return float(max(values.max(), -values.min()))
+
+
 def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool) -> None:
     """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would).
 
@@ -29,7 +34,7 @@ def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, square
     """
     if values.size == 0:
         return
-    peak = float(np.max(np.abs(values)))
+    peak = _peak(values)
     big = float(torch.finfo(dtype).max)
     limit = math.sqrt(big) * 1e-3 if squared else big
     if peak > limit:
@@ -82,7 +87,7 @@ def check_input_scale(X: np.ndarray) -> None:
     ``|z| ~ 20``), below ``1e-4`` the pre-activations are the bias alone and the
     features are constant.
     """
-    peak = float(np.max(np.abs(X))) if X.size else 0.0
+    peak = _peak(X) if X.size else 0.0
     if peak > 1e4 or 0.0 < peak < 1e-4:
         warnings.warn(
             f"X has values of magnitude up to {peak:.3g}; the built-in tanh ResNet needs inputs of order 1 "
