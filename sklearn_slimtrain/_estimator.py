@@ -111,8 +111,8 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
         Seeds the extractor's initialisation, the shuffling and the validation split.
     verbose : int, default=0
         1 prints a table with one line per epoch (training and validation loss,
-        ridge, seconds); 2 adds a progress bar over the batches (needs tqdm and
-        a terminal).
+        ridge, seconds); 2 adds a progress bar over the batches (needs tqdm,
+        ``pip install sklearn-slimtrain[progress]``, and a terminal).
     warm_start : bool, default=False
         Let ``fit`` continue from the previous fit instead of starting afresh.
 

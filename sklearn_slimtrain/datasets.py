@@ -1,12 +1,16 @@
 """Offline regression problems generated from formulas (deterministic per seed)."""
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
+
+# What the ``random_state`` parameter of a ``make_*`` function accepts.
+RandomStateLike = int | np.random.RandomState | None
 
 __all__ = ["make_cdr", "make_oscillator", "make_peaks", "peaks"]
 
 
-def peaks(x, y):
+def peaks(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """MATLAB's ``peaks`` function (the slimTrain paper's section 4.1).
 
     .. math::
@@ -23,7 +27,9 @@ def peaks(x, y):
     )
 
 
-def make_peaks(n_samples=2000, *, noise=0.0, random_state=None):
+def make_peaks(
+    n_samples: int = 2000, *, noise: float = 0.0, random_state: RandomStateLike = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Points drawn uniformly on ``[-3, 3]^2`` with the ``peaks`` value as target.
 
     Parameters
@@ -55,7 +61,14 @@ def make_peaks(n_samples=2000, *, noise=0.0, random_state=None):
     return X, y
 
 
-def make_oscillator(n_samples=500, *, n_times=32, final_time=5.0, noise=0.0, random_state=None):
+def make_oscillator(
+    n_samples: int = 500,
+    *,
+    n_times: int = 32,
+    final_time: float = 5.0,
+    noise: float = 0.0,
+    random_state: RandomStateLike = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """A multi-output surrogate problem: damped oscillator trajectories.
 
     Each input ``(omega, zeta, x0, v0)`` parameterises
@@ -105,7 +118,14 @@ def make_oscillator(n_samples=500, *, n_times=32, final_time=5.0, noise=0.0, ran
     return X, y
 
 
-def make_cdr(n_samples=800, *, grid=32, n_steps=96, noise=0.0, random_state=None):
+def make_cdr(
+    n_samples: int = 800,
+    *,
+    grid: int = 32,
+    n_steps: int = 96,
+    noise: float = 0.0,
+    random_state: RandomStateLike = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """A convection-diffusion-reaction surrogate problem: 55 reaction coefficients -> 72 observations.
 
     **Our stand-in for the slimTrain paper's CDR data, not the same data.**  The paper
