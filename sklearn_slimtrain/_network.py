@@ -36,9 +36,10 @@ class _SeparableNetworkMixin:
             coef = coef if solved is None else solved[0]
         with torch.no_grad():
             pred = np.concatenate([(Z @ coef).cpu().numpy() for _, Z in self._chunked_features(X_val)])
-        pred = pred if np.isfinite(pred).all() else np.full_like(pred, np.nan)
-        loss = 0.5 * float(((pred - y_val) ** 2).sum()) / len(y_val)
-        score = float(r2_score(y_val, pred)) if np.isfinite(loss) else -np.inf
+        if np.isfinite(pred).all():
+            loss, score = 0.5 * float(((pred - y_val) ** 2).sum()) / len(y_val), float(r2_score(y_val, pred))
+        else:  # never the best epoch; the divergence check of the epoch loop acts on the weights
+            loss, score = np.nan, -np.inf
         self.validation_loss_curve_.append(loss)
         self.validation_scores_.append(score)
         return loss, score

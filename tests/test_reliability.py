@@ -321,9 +321,9 @@ def test_early_stopping_keeps_the_best_epoch():
     assert model.best_validation_score_ == max(model.validation_scores_) and model.best_loss_ is None
     # the returned model is the best epoch's, with the head refitted on the training rows
     assert r2_score(y_val, model.predict(X_val)) == pytest.approx(model.best_validation_score_, abs=1e-9)
-    if model.n_iter_ < 40:  # stopped: the last n_iter_no_change + 1 epochs did not improve
-        best = int(np.argmax(model.validation_scores_))
-        assert model.n_iter_ - 1 - best == 3
+    # it stopped (at epoch 8 here): the last n_iter_no_change + 1 epochs did not improve
+    assert model.n_iter_ < 40
+    assert model.n_iter_ - 1 - int(np.argmax(model.validation_scores_)) == 3
 
 
 def test_early_stopping_holds_out_validation_fraction():
