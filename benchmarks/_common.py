@@ -63,3 +63,71 @@ def fit_adam(X, y, *, extractor, lr=1e-3, batch_size=32, epochs=20, weight_decay
         if callback is not None:
             callback(epoch + 1, predict)
     return predict
+
+
+def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, ridge=0.0, alpha=0.0, seed=0,
+                   callback=None, device="cpu"):
+    """Train ``extractor`` followed by a torch layer ``head`` jointly with Adam (the baseline for a non-dense head).
+
+    For final layers that are not ``nn.Linear``, e.g. the transposed convolution of
+    ``ConvAutoencoderFeatures.final_layer()``.  The network output ``head(extractor(x))`` is
+    flattened to ``(n, -1)`` and compared with the flat targets ``y`` (one row per sample);
+    the loss of a batch of ``b`` rows is
+
+        (1/b) sum_i 1/2 ||out_i - y_i||^2 + ridge/2 ||w_head||^2 + alpha/2 ||theta||^2
+
+    with ``w_head`` all parameters of ``head`` (bias included) and ``theta`` all parameters
+    of ``extractor``.  Adam on all parameters; one numpy RNG (``seed``) shuffles the rows
+    every epoch, and the last batch of an epoch holds the remainder rows.
+
+    ``extractor`` and ``head`` are used as given (moved to ``device``) and trained in place:
+    their initial weights are the caller's, so call ``torch.manual_seed`` before building
+    them.  ``torch.manual_seed(seed)`` is called on entry for any randomness inside the
+    modules (dropout).  Returns a predict function (flat ``(n, -1)`` float64 outputs,
+    evaluated in eval mode, e.g. BatchNorm with its running statistics).
+    ``callback(epoch, predict)`` is called after every epoch when given.
+    """
+    import numpy as np
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    Xt = torch.tensor(X, dtype=torch.float32, device=device)
+    Y = np.asarray(y, dtype=np.float32)
+    Yt = torch.tensor(Y.reshape(len(Y), -1), device=device)
+    extractor.to(device)
+    head.to(device)
+    net = torch.nn.Sequential(extractor, head, torch.nn.Flatten())
+    theta = list(extractor.parameters())
+    w_head = list(head.parameters())
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
+
+    def sq_norm(params):
+        return sum((p * p).sum() for p in params)
+
+    def predict(Xn):
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                out = net(torch.tensor(Xn, dtype=torch.float32, device=device)).double().cpu().numpy()
+        finally:
+            net.train(was_training)
+        return out[:, 0] if Y.ndim == 1 else out
+
+    net.train()
+    for epoch in range(epochs):
+        order = torch.as_tensor(rng.permutation(len(Xt)), device=device)
+        for start in range(0, len(Xt), batch_size):
+            rows = order[start : start + batch_size]
+            resid = net(Xt[rows]) - Yt[rows]
+            loss = 0.5 * (resid * resid).sum() / len(rows)
+            if ridge:
+                loss = loss + 0.5 * ridge * sq_norm(w_head)
+            if alpha:
+                loss = loss + 0.5 * alpha * sq_norm(theta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if callback is not None:
+            callback(epoch + 1, predict)
+    return predict

@@ -21,7 +21,6 @@ from ._persistence import load_model, pickle_state, save_model, unpickle_state
 from ._progress import EpochTable, start_monitoring, update_no_improvement
 from ._solver import SlimTikHead
 from ._validation import (
-    check_extractor_output,
     check_magnitude,
     check_optimizer,
     check_predictions,
@@ -49,6 +48,19 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
         ResNet, width 16, depth 8, final time 5).  It must map a float tensor of
         shape ``(n, n_features_in)`` to ``(n, n_features_out)``.  A module without
         trainable parameters (random features) trains only the head.
+    head : torch.nn.Module or None, default=None
+        The final layer, solved by slimTik.  None is the dense head ``W z + c``
+        on 2-D features (one decomposition shared by all targets).  A layer
+        that is linear in its weights takes any feature shape it accepts:
+        ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d`` (solved
+        through their patch matrix, with the output channels as targets) or
+        any module whose output is linear in all its parameters (solved
+        through its Jacobian, for small layers).  ``X`` and ``y`` stay 2-D:
+        the extractor reshapes the rows of ``X`` itself, and row ``i`` of ``y``
+        is the head's output for sample ``i`` flattened in C order (channels,
+        then positions).  The layer's bias is the intercept
+        (``fit_intercept`` applies to the dense head only); its initial
+        weights are not used.  The solved layer is ``head_``.
     learning_rate : float, default=1e-3
         Learning rate of the extractor's optimizer.
     optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
@@ -120,6 +132,10 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
     ----------
     feature_extractor_ : torch.nn.Module
         The trained feature extractor, on ``device_``.
+    head_ : torch.nn.Module
+        The solved final layer (an ``nn.Linear`` for the dense head), a copy
+        in the extractor's dtype: ``nn.Sequential(feature_extractor_, head_)``
+        is the trained network.
     coef_ : ndarray of shape (n_features_out,) or (n_targets, n_features_out)
         Head weights (for 1-D ``y``, a 1-D array).
     intercept_ : float or ndarray of shape (n_targets,)
@@ -211,6 +227,7 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "feature_extractor": [None, callable],
+        "head": [None, torch.nn.Module],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"adam", "sgd"}), type],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -242,6 +259,7 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
         self,
         feature_extractor=None,
         *,
+        head=None,
         learning_rate=1e-3,
         optimizer="adam",
         alpha=0.0,
@@ -266,6 +284,7 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
         warm_start=False,
     ):
         self.feature_extractor = feature_extractor
+        self.head = head
         self.learning_rate = learning_rate
         self.optimizer = optimizer
         self.alpha = alpha
@@ -434,15 +453,13 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
             probe = X[: min(len(X), 2)]
             with torch.no_grad():
                 out = module(torch.tensor(probe, dtype=self._dtype, device=device))
-        check_extractor_output(out, len(probe), X.shape[1])
+        layout = self._layout(out, len(probe), y2.shape[1])
         self.feature_extractor_ = module
         self.n_outputs_ = y2.shape[1]
         self._y_ndim = y_ndim
         self.device_ = str(device)
-        n_head = out.shape[1] + int(self.fit_intercept)
         self._head = SlimTikHead(
-            n_head,
-            self.n_outputs_,
+            layout,
             memory_depth=self.memory_depth,
             batch_size=self.batch_size,
             ridge=None if self.ridge == "sgcv" else float(self.ridge),
@@ -478,32 +495,9 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
         out = np.empty((X.shape[0], self.n_outputs_), dtype=np.float64)
         with torch.no_grad():
             for rows, Z in self._chunked_features(X):
-                out[rows] = (Z @ self._head.coef).cpu().numpy()
+                out[rows] = self._head.apply(Z).cpu().numpy()
         check_predictions(out)
         return out[:, 0] if self._y_ndim == 1 else out
-
-    # ------------------------------------------------------ head attributes
-    @property
-    def coef_(self):
-        """Head weights, ``(n_targets, n_features_out)`` or ``(n_features_out,)``."""
-        return self._head_weights()[0]
-
-    @property
-    def intercept_(self):
-        """Head intercept, ``(n_targets,)`` or a float."""
-        return self._head_weights()[1]
-
-    @property
-    def ridge_path_(self):
-        """Per-step ridge of every iteration (``S_k * batch_size / n_seen_k``)."""
-        check_is_fitted(self)
-        return self._head.ridge_path().copy()
-
-    @property
-    def ridge_(self):
-        """Current per-step ridge (last entry of ``ridge_path_``)."""
-        check_is_fitted(self)
-        return float(self._head.per_step)
 
     # --------------------------------------------------------- persistence
     def save(self, path: "str | PathLike") -> None:

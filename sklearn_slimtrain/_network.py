@@ -15,8 +15,11 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._device import resolve_dtype
 from ._extractors import ResNetFeatures
+from ._heads import make_layout
 from ._progress import batch_bar
+from ._validation import check_extractor_output
 
 __all__ = []
 
@@ -35,7 +38,7 @@ class _SeparableNetworkMixin:
             solved = self._solve_full_head(Xt, Yt)
             coef = coef if solved is None else solved[0]
         with torch.no_grad():
-            pred = np.concatenate([(Z @ coef).cpu().numpy() for _, Z in self._chunked_features(X_val)])
+            pred = np.concatenate([self._head.apply(Z, coef).cpu().numpy() for _, Z in self._chunked_features(X_val)])
         if np.isfinite(pred).all():
             loss, score = 0.5 * float(((pred - y_val) ** 2).sum()) / len(y_val), float(r2_score(y_val, pred))
         else:  # never the best epoch; the divergence check of the epoch loop acts on the weights
@@ -124,7 +127,7 @@ class _SeparableNetworkMixin:
             Z = self._features(xb)
         coef = self._head.step(Z.detach().to(self._head.dtype), yb)
         with torch.set_grad_enabled(train):
-            resid = Z @ coef.to(Z.dtype) - yb.to(Z.dtype)
+            resid = self._head.apply(Z, coef) - yb.to(Z.dtype)
             loss = 0.5 * (resid * resid).sum() / xb.shape[0]
             if train:
                 objective = loss
@@ -137,16 +140,19 @@ class _SeparableNetworkMixin:
         return loss.detach().to(yb.dtype) * xb.shape[0]
 
     def _features(self, x):
-        """``F(x)`` with the ones column appended when the intercept is fitted."""
-        Z = self.feature_extractor_(x)
-        if self.fit_intercept:
-            Z = torch.cat((Z, torch.ones((Z.shape[0], 1), dtype=Z.dtype, device=Z.device)), dim=1)
-        return Z
+        """``F(x)``: what the head sees."""
+        return self.feature_extractor_(x)
+
+    def _layout(self, features, n_rows, n_outputs):
+        """The head's layout for ``features``, the output for ``n_rows`` rows (checks head, features, targets)."""
+        check_extractor_output(features, n_rows, self.n_features_in_, dense=self.head is None)
+        return make_layout(self.head, features.shape[1:], n_outputs, self.fit_intercept,
+                           resolve_dtype(self.head_dtype), features.device)
 
     def _chunked_features(self, X):
         """``(rows, F(x))`` for chunks of rows of ``X`` (array or tensor), in eval mode.
 
-        Features in the head's dtype, ones column included; bounded memory whatever
+        Features in the head's dtype; bounded memory whatever
         the size of ``X``.  Callers hold ``torch.no_grad()``.
         """
         self.feature_extractor_.eval()
@@ -158,11 +164,48 @@ class _SeparableNetworkMixin:
 
     def _head_weights(self):
         check_is_fitted(self)
+        layout = self._head.layout
+        if layout.kind != "dense":  # the layer's own weight and bias
+            weights = layout._weights(self._head.coef)
+            bias = weights.get("bias")
+            return (weights["weight"].detach().cpu().numpy().astype(np.float64),
+                    0.0 if bias is None else bias.detach().cpu().numpy().astype(np.float64))
         W = self._head.coef.detach().cpu().numpy().astype(np.float64).T  # (t, p)
-        if self.fit_intercept:
+        if layout.fit_intercept:
             coef, intercept = W[:, :-1], W[:, -1]
         else:
             coef, intercept = W, np.zeros(W.shape[0])
         if self._y_ndim == 1:
             return coef[0], float(intercept[0])
         return coef, intercept
+
+    # ------------------------------------------------------ head attributes
+    @property
+    def coef_(self):
+        """Head weights: ``(n_targets, n_features_out)`` or ``(n_features_out,)`` for the
+        dense head, the layer's ``weight`` for a layer ``head``."""
+        return self._head_weights()[0]
+
+    @property
+    def intercept_(self):
+        """Head intercept, ``(n_targets,)`` or a float (the layer's ``bias`` for a layer ``head``)."""
+        return self._head_weights()[1]
+
+    @property
+    def head_(self):
+        """The solved final layer as a module (``nn.Linear`` for the dense head) in the
+        extractor's dtype: ``nn.Sequential(model.feature_extractor_, model.head_)`` is the network."""
+        check_is_fitted(self)
+        return self._head.module().to(self._dtype)
+
+    @property
+    def ridge_path_(self):
+        """Per-step ridge of every iteration (``S_k * batch_size / n_seen_k``)."""
+        check_is_fitted(self)
+        return self._head.ridge_path().copy()
+
+    @property
+    def ridge_(self):
+        """Current per-step ridge (last entry of ``ridge_path_``)."""
+        check_is_fitted(self)
+        return float(self._head.per_step)

@@ -11,8 +11,8 @@ Two formats:
   Loading uses ``json`` and ``torch.load(weights_only=True)``, which restore
   data only: a model file cannot run code.  The network's *architecture* is
   therefore not in the file: the built-in :class:`ResNetFeatures` is rebuilt
-  from its configuration, and a custom ``feature_extractor`` (or optimizer
-  class) must be passed to ``load`` again.
+  from its configuration, and a custom ``feature_extractor``, ``head`` layer
+  (or optimizer class) must be passed to ``load`` again.
 """
 
 import copy
@@ -209,7 +209,12 @@ def load_model(cls, path, **params):
             f"the feature_extractor passed to load does not match the weights saved in {path!s}: {exc}"
         ) from exc
     est.feature_extractor_ = module.to(dtype=est._dtype)
-    est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"))
+    training = module.training
+    with torch.no_grad():  # the head's layout needs the shape of the features
+        out = module.eval()(torch.zeros((2, est.n_features_in_), dtype=est._dtype))
+    module.train(training)
+    layout = est._layout(out, 2, est.n_outputs_)
+    est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"), layout)
     device = resolve_device(params["device"]) if "device" in params else restore_device(est.device_)
     _place(est, device, tensors["optimizer"])
     return est

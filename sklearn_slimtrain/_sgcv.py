@@ -34,7 +34,7 @@ with ``U = A V``.  The residual on the current batch is
     \\|A W_k(S) - B\\|_F^2 = \\|R\\|_F^2 - 2\\sum_j D_j (q_j - \\Lambda m_j)
       + D^T (H \\circ X X^T) D,
 
-where ``H = U^T U``, ``q_j = sum_t Q_{jt}^2``, ``m_j = sum_t Q_{jt} P_{jt}`` and
+where ``H = U^T U = V^T (A^T A) V``, ``q_j = sum_t Q_{jt}^2``, ``m_j = sum_t Q_{jt} P_{jt}`` and
 ``X X^T = QQ^T - Lambda (QP^T + PQ^T) + Lambda^2 PP^T``.  The three Hadamard
 products are formed once, so each candidate costs ``O(p^2)`` independent of the
 number of targets and of the batch size.
@@ -75,27 +75,34 @@ class SGCVFactors(NamedTuple):
 
 
 @torch.no_grad()
-def sgcv_factors(evals: Tensor, U: Tensor, Q: Tensor, P: Tensor, R: Tensor) -> SGCVFactors:
+def sgcv_factors(evals: Tensor, H: Tensor, Q: Tensor, P: Tensor, rnorm2: Tensor, n_rows: int) -> SGCVFactors:
     """Factor the sGCV function of one step once, for every candidate ridge.
+
+    Every argument is a small matrix (``p x p`` or ``p x t``) or a scalar: the
+    batch enters only through ``A^T A``, ``A^T R`` and ``||R||^2``, so a head
+    whose batch matrix ``A`` has many rows (a convolution applied to images)
+    costs no more here than a dense one with ``p`` weights.
 
     Parameters
     ----------
     evals : Tensor of shape (p,)
         Eigenvalues of the memory-plus-batch Gram matrix ``G = V diag(d) V^T``.
-    U : Tensor of shape (b, p)
-        ``A V``: the scaled batch features in the eigenbasis of ``G``.
+    H : Tensor of shape (p, p)
+        ``U^T U = V^T (A^T A) V``: the batch's Gram matrix in the eigenbasis of ``G``.
     Q : Tensor of shape (p, t)
-        ``U^T R``.
+        ``U^T R = V^T (A^T R)``.
     P : Tensor of shape (p, t)
         ``V^T W_{k-1}``: the previous head in the eigenbasis.
-    R : Tensor of shape (b, t)
-        Scaled residual ``B - A W_{k-1}`` of the previous head on this batch.
+    rnorm2 : Tensor of shape ()
+        ``||R||_F^2`` with ``R = B - A W_{k-1}`` the scaled residual of the
+        previous head on this batch.
+    n_rows : int
+        ``b``, the number of rows of ``A``.
 
     Returns
     -------
     SGCVFactors
     """
-    H = U.T @ U
     QQ = Q @ Q.T
     QP = Q @ P.T
     quad = torch.cat((H * QQ, H * (QP + QP.T), H * (P @ P.T)), dim=1)
@@ -104,9 +111,9 @@ def sgcv_factors(evals: Tensor, U: Tensor, Q: Tensor, P: Tensor, R: Tensor) -> S
         evals=evals.clamp_min(0.0),
         quad=quad,
         lin=lin,
-        rnorm2=(R * R).sum(),
-        n_rows=U.shape[0],
-        n_targets=R.shape[1],
+        rnorm2=rnorm2,
+        n_rows=int(n_rows),
+        n_targets=Q.shape[1],
     )
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "matlab_candidates",
     "select_ridge",
     "slimtik_step",
+    "slimtik_update",
     "symmetric_eigh",
     "tikhonov_from_gram",
 ]
@@ -178,7 +179,11 @@ def slimtik_step(
     weight: float = 1.0,
     rule: str = "global",
 ) -> StepResult:
-    """One slimTik step (3.7) with the ridge fixed or chosen by sGCV (3.4).
+    """One slimTik step (3.7) with the ridge fixed or chosen by sGCV (3.4), from the batch matrix.
+
+    Forms ``A^T A``, ``R = B - A W_{k-1}``, ``A^T R`` and ``||R||^2`` and calls
+    :func:`slimtik_update` (see there for the parameters), passing ``A`` so that
+    ``H = U^T U`` is formed from ``U = A V``.
 
     Parameters
     ----------
@@ -186,6 +191,52 @@ def slimtik_step(
         Scaled features of the current batch (rows divided by ``sqrt(n_batch)``).
     B : Tensor of shape (b, t)
         Scaled targets of the current batch.
+    coef, ridge_prev, memory_gram, ridge_fixed, ridge_ref, max_change, weight, rule
+        As in :func:`slimtik_update`.
+
+    Returns
+    -------
+    StepResult
+    """
+    R = B - A @ coef
+    return slimtik_update(
+        A.T @ A, A.T @ R, (R * R).sum(), A.shape[0], coef, ridge_prev, memory_gram,
+        ridge_fixed=ridge_fixed, ridge_ref=ridge_ref, max_change=max_change, weight=weight, rule=rule, batch=A,
+    )
+
+
+@torch.no_grad()
+def slimtik_update(
+    gram: Tensor,
+    cross: Tensor,
+    rnorm2: Tensor,
+    n_rows: int,
+    coef: Tensor,
+    ridge_prev: Tensor,
+    memory_gram: Tensor,
+    *,
+    ridge_fixed: float | None,
+    ridge_ref: Tensor,
+    max_change: float,
+    weight: float = 1.0,
+    rule: str = "global",
+    batch: Tensor | None = None,
+) -> StepResult:
+    """One slimTik step (3.7) from the batch's sufficient statistics.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (p, p)
+        ``C = A^T A`` of the scaled batch matrix ``A`` (rows divided by
+        ``sqrt(n_batch)``).
+    cross : Tensor of shape (p, t)
+        ``A^T R`` with ``R = B - A W_{k-1}`` the scaled residual of the
+        previous head on the batch.
+    rnorm2 : Tensor of shape ()
+        ``||R||_F^2``, computed from ``R`` itself (not expanded), so that a
+        small residual is not lost to cancellation.
+    n_rows : int
+        ``b``, the number of rows of ``A`` (for the sGCV count).
     coef : Tensor of shape (p, t)
         Previous head ``W_{k-1}``.
     ridge_prev : Tensor of shape ()
@@ -207,22 +258,38 @@ def slimtik_step(
     rule : {"global", "matlab"}, default="global"
         Candidate set for sGCV: the global grid with bounded steps, or the
         published MATLAB window around ``S_{k-1}`` (for comparison only).
+    batch : Tensor of shape (b, p), optional
+        ``A`` itself, when it has few rows (a dense head): then ``H = U^T U``
+        with ``U = A V``.
 
     Returns
     -------
     StepResult
+
+    Notes
+    -----
+    With ``G = M_k^T M_k + C = V diag(d) V^T``, ``H = V^T C V``,
+    ``Q = V^T A^T R`` and ``P = V^T W_{k-1}``, the step and its sGCV function
+    cost ``O(p^3 + p^2 t)`` whatever the number of rows of ``A`` (a
+    convolution's batch matrix has one row per output pixel).  With ``batch``,
+    ``H`` is formed as ``U^T U`` instead (``O(b p^2)``): a direction ``v`` in the
+    null space of ``A`` then gets ``H_vv ~ eps^2 ||A||^2`` rather than
+    ``eps ||A||^2``, which matters for a batch with fewer rows than weights at a
+    tiny ridge, where the sGCV denominator nearly vanishes.
     """
-    gram = A.T @ A
     G = memory_gram + gram
     evals, evecs = symmetric_eigh(G)
-    R = B - A @ coef
-    U = A @ evecs
-    Q = U.T @ R
+    Q = evecs.T @ cross
     P = evecs.T @ coef
     if ridge_fixed is not None:
         ridge = ridge_prev + weight * ridge_fixed
     else:
-        factors = sgcv_factors(evals, U, Q, P, R)
+        if batch is None:
+            H = evecs.T @ gram @ evecs
+        else:
+            U = batch @ evecs
+            H = U.T @ U
+        factors = sgcv_factors(evals, H, Q, P, rnorm2, n_rows)
         if rule == "matlab":
             cands = matlab_candidates(torch.where(ridge_prev > 0, ridge_prev, ridge_ref))
             ridge = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
@@ -258,7 +325,9 @@ def tikhonov_from_gram(
     cross : Tensor of shape (p, t)
     ynorm2 : Tensor of shape ()
     n_rows : int
-        ``N``.
+        Rows of the stacked system, for the GCV count: ``N`` for a dense head,
+        ``N`` times the output positions for a convolution.  The statistics are
+        divided by the number of samples ``N`` (the loss is a mean over samples).
     ridge : float or None
         A fixed ``lam``, or None for GCV.
 

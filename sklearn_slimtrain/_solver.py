@@ -1,7 +1,8 @@
 """Stateful slimTik head: the running weights, cumulative ridge and memory.
 
-The estimator calls :meth:`SlimTikHead.step` once per mini-batch; the math is in
-:mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
+The estimator calls :meth:`SlimTikHead.step` once per mini-batch; the layer's
+structure (dense or convolutional) is in :mod:`sklearn_slimtrain._heads`, the
+math in :mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
 """
 
 import math
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._memory import GramMemory
-from ._slimtik import slimtik_step, tikhonov_from_gram
+from ._slimtik import slimtik_update, tikhonov_from_gram
 
 __all__ = ["SlimTikHead"]
 
@@ -21,19 +22,18 @@ class SlimTikHead:
 
     Parameters
     ----------
-    n_features : int
-        ``p``, the width of the feature vector the head sees (ones column
-        included when the intercept is fitted).
-    n_targets : int
-        ``t``, the number of targets.
+    layout : DenseLayout, ConvLayout or OperatorLayout
+        The layer's structure: how features and targets become the batch matrix
+        ``A`` and right-hand side, and how ``coef`` (``q x t``) acts.
     memory_depth : int
         ``r``, the number of previous batches kept.
     batch_size : int
-        Nominal batch size ``n_batch``: every block is divided by
+        Nominal batch size ``n_batch`` (in samples): every block is divided by
         ``sqrt(n_batch)`` (batch-mean scaling) and a block of another size adds a
         proportionally smaller ridge increment, so that one epoch over all data
         with a fixed ridge and full memory is exactly the Tikhonov solution of
-        ``(1/N) sum_i 1/2 ||W z_i - y_i||^2 + lam/2 ||W||_F^2``.
+        ``(1/N) sum_i 1/2 ||head(z_i; w) - y_i||^2 + lam/2 ||w||^2`` (the whole
+        flattened output of sample ``i`` in the norm, the bias among ``w``).
     ridge : float or None
         Fixed per-step ridge ``lam``, or None for sGCV.
     ridge_init : float
@@ -48,8 +48,7 @@ class SlimTikHead:
 
     def __init__(
         self,
-        n_features: int,
-        n_targets: int,
+        layout,
         *,
         memory_depth: int,
         batch_size: int,
@@ -64,11 +63,12 @@ class SlimTikHead:
         self.fixed = None if ridge is None else float(ridge)
         self.max_change = float(max_change)
         self.rule = rule
-        self.coef = torch.zeros((n_features, n_targets), dtype=dtype, device=device)
+        self.layout = layout
+        self.coef = torch.zeros(layout.shape, dtype=dtype, device=device)
         self.ridge = torch.zeros((), dtype=dtype, device=device)  # cumulative S_k
         start = ridge_init if ridge is None else ridge
         self.per_step = torch.tensor(float(start), dtype=dtype, device=device)
-        self.memory = GramMemory(memory_depth, n_features, dtype=dtype, device=device)
+        self.memory = GramMemory(memory_depth, layout.shape[0], dtype=dtype, device=device)
         self.n_seen = 0
         self._pending: list[Tensor] = []  # per-step ridges not yet copied to the host
         self._path = np.empty(0)
@@ -78,18 +78,22 @@ class SlimTikHead:
         return self.coef.dtype
 
     def step(self, features: Tensor, targets: Tensor) -> Tensor:
-        """One slimTik step on a batch; returns the new head ``W_k`` (``p x t``).
+        """One slimTik step on a batch; returns the new head ``W_k`` (``q x t``).
 
-        ``features`` (``b x p``) and ``targets`` (``b x t``) are in the head's dtype
-        and on its device; they are scaled here.  No host synchronisation.
+        ``features`` (the extractor's output for ``b`` samples) and ``targets``
+        (``b x outputs``) are in the head's dtype and on its device.  No host
+        synchronisation.
         """
         b = features.shape[0]
-        scale = 1.0 / math.sqrt(self.batch_size)
+        stats = self.layout.stats(features, targets, self.coef)
+        scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
         self.n_seen += b
         ridge_ref = self.per_step * (self.n_seen / self.batch_size)
-        result = slimtik_step(
-            features * scale,
-            targets * scale,
+        result = slimtik_update(
+            stats.gram * scale2,
+            stats.cross * scale2,
+            stats.rnorm2 * scale2,
+            stats.n_rows,
             self.coef,
             self.ridge,
             self.memory.total(),
@@ -98,6 +102,7 @@ class SlimTikHead:
             max_change=self.max_change,
             weight=b / self.batch_size,
             rule=self.rule,
+            batch=None if stats.batch is None else stats.batch * math.sqrt(scale2),
         )
         self.memory.push(result.gram)
         self.coef, self.ridge = result.coef, result.ridge
@@ -105,6 +110,11 @@ class SlimTikHead:
             self.per_step = self.ridge * (self.batch_size / self.n_seen)
         self._pending.append(self.per_step)
         return self.coef
+
+    def apply(self, features: Tensor, coef: Tensor | None = None) -> Tensor:
+        """The head's flattened output ``(b, outputs)`` in the features' dtype (differentiable)."""
+        coef = self.coef if coef is None else coef
+        return self.layout.apply(features, coef.to(features.dtype))
 
     def ridge_path(self) -> np.ndarray:
         """Per-step ridge ``S_k n_batch / n_seen_k`` of every step so far.
@@ -121,26 +131,31 @@ class SlimTikHead:
         """The Tikhonov head on all rows (the estimator's final solve); ``W`` is unchanged.
 
         ``chunks`` yields ``(features, targets)`` blocks in the head's dtype; only
-        ``Z^T Z``, ``Z^T Y`` and ``||Y||^2`` are accumulated (``p x p`` memory).
+        ``A^T A``, ``A^T B`` and ``||B||^2`` are accumulated (``q x q`` memory).
         ``ridge`` is a fixed ``lam`` or None for GCV.  Returns ``(coef, ridge)``, or
         None when the solve is not finite.
         """
-        p, t = self.coef.shape
-        gram = torch.zeros((p, p), dtype=self.dtype, device=self.coef.device)
-        cross = torch.zeros((p, t), dtype=self.dtype, device=self.coef.device)
-        ynorm2 = torch.zeros((), dtype=self.dtype, device=self.coef.device)
-        n = 0
+        zero = torch.zeros_like(self.coef)
+        gram = cross = ynorm2 = None
+        n, rows = 0, 0
         for Z, Y in chunks:
-            gram += Z.T @ Z
-            cross += Z.T @ Y
-            ynorm2 += (Y * Y).sum()
+            stats = self.layout.stats(Z, Y, zero)  # residual of the zero head: B itself
+            if gram is None:
+                gram, cross, ynorm2 = stats.gram, stats.cross, stats.rnorm2
+            else:
+                gram, cross, ynorm2 = gram + stats.gram, cross + stats.cross, ynorm2 + stats.rnorm2
             n += Z.shape[0]
+            rows += stats.n_rows
         if not bool(torch.isfinite(gram).all() & torch.isfinite(cross).all()):
             return None
-        result = tikhonov_from_gram(gram / n, cross / n, ynorm2 / n, n, ridge=ridge)
+        result = tikhonov_from_gram(gram / n, cross / n, ynorm2 / n, rows, ridge=ridge)
         if not bool(torch.isfinite(result.coef).all()):
             return None
         return result.coef, float(result.ridge)
+
+    def module(self, coef: Tensor | None = None):
+        """The layer (``nn.Linear`` for the dense head) holding ``coef``."""
+        return self.layout.module(self.coef if coef is None else coef)
 
     def state_dict(self) -> tuple[dict, dict]:
         """``(tensors, scalars)``: the whole state, for ``torch.save`` and JSON."""
@@ -163,12 +178,14 @@ class SlimTikHead:
         return tensors, scalars
 
     @classmethod
-    def from_state_dict(cls, tensors: dict, scalars: dict, device: torch.device) -> "SlimTikHead":
-        """Inverse of :meth:`state_dict`, on ``device``."""
+    def from_state_dict(cls, tensors: dict, scalars: dict, device: torch.device, layout) -> "SlimTikHead":
+        """Inverse of :meth:`state_dict`, on ``device``, for the rebuilt ``layout``."""
         coef = tensors["coef"]
+        if tuple(coef.shape) != tuple(layout.shape):
+            raise ValueError(f"the saved head has {tuple(coef.shape)} weights, but the head passed to load "
+                             f"needs {tuple(layout.shape)}.")
         head = cls(
-            coef.shape[0],
-            coef.shape[1],
+            layout.to(device),
             memory_depth=tensors["memory"].shape[0],
             batch_size=scalars["batch_size"],
             ridge=scalars["fixed"],
@@ -190,6 +207,7 @@ class SlimTikHead:
     def to(self, device: torch.device) -> "SlimTikHead":
         """Move every tensor to ``device`` (in place); returns self."""
         self.ridge_path()
+        self.layout.to(device)
         self.coef = self.coef.to(device)
         self.ridge = self.ridge.to(device)
         self.per_step = self.per_step.to(device)

@@ -98,12 +98,16 @@ def check_input_scale(X: np.ndarray) -> None:
         )
 
 
-def check_extractor_output(out, n_rows: int, n_features_in: int) -> None:
-    """The probe forward pass must give a finite, floating 2-D tensor with one row per input row."""
-    expected = f"feature_extractor must map a tensor of shape (n, {n_features_in}) to a 2-D tensor of shape (n, n_features_out)"
+def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = True) -> None:
+    """The probe forward pass must give a finite, floating tensor with one row per input row.
+
+    2-D for the dense head; a layer ``head`` takes whatever shape it accepts.
+    """
+    shape = "a 2-D tensor of shape (n, n_features_out)" if dense else "a tensor of shape (n, ...) for head"
+    expected = f"feature_extractor must map a tensor of shape (n, {n_features_in}) to {shape}"
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"{expected}; it returned a {type(out).__name__}.")
-    if out.ndim != 2 or out.shape[0] != n_rows:
+    if (out.ndim != 2 if dense else out.ndim < 2) or out.shape[0] != n_rows:
         raise ValueError(f"{expected}; for n={n_rows} it returned shape {tuple(out.shape)}.")
     if not out.is_floating_point():
         raise ValueError(f"{expected} of floats; it returned dtype {out.dtype}.")

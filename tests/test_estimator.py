@@ -396,7 +396,7 @@ def test_divergence_restores_last_finite_state_and_warns():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 3)) * 10
     y = np.sin(X[:, 0]) + X[:, 1] ** 2
-    m = SlimTrainRegressor(lambda n: torch.nn.Linear(n, 4), optimizer="sgd", learning_rate=1e6,
+    m = SlimTrainRegressor(lambda n: torch.nn.Linear(n, 4), optimizer="sgd", learning_rate=1e12,
                            batch_size=8, max_iter=20, random_state=0)
     with pytest.warns(ConvergenceWarning, match="diverged in epoch .*restored"):
         m.fit(X, y)

@@ -51,9 +51,10 @@ def _kernel_gcv(A, B, W, M, S_prev, cands):
     At, Bt, Wt, Mt = (torch.tensor(v, dtype=D64) for v in (A, B, W, M))
     G = Mt.T @ Mt + At.T @ At
     evals, evecs = torch.linalg.eigh(G)
-    U = At @ evecs
     R = Bt - At @ Wt
-    f = sgcv_factors(evals, U, U.T @ R, evecs.T @ Wt, R)
+    U = At @ evecs
+    H = U.T @ U
+    f = sgcv_factors(evals, H, evecs.T @ (At.T @ R), evecs.T @ Wt, (R * R).sum(), At.shape[0])
     return sgcv_values(f, torch.tensor(S_prev, dtype=D64), torch.tensor(cands, dtype=D64)).numpy()
 
 

@@ -1,0 +1,432 @@
+"""Final layers that slimTik can solve: any layer that is linear in its weights.
+
+A separable network ends in a layer whose output is linear in its weights
+``w`` (bias included): for a batch of features ``Z``,
+
+.. math::
+
+    \\operatorname{vec}(\\text{head}(Z; w)) = A(Z)\\, w,
+
+with one row of ``A(Z)`` per output entry of the batch and one column per
+weight (the paper's section 3.3 and Appendix C).  A *layout* turns the
+features into this batch matrix and the targets into the matching right-hand
+side, so that :class:`~sklearn_slimtrain._solver.SlimTikHead` runs the same
+slimTik step and sGCV for every head.  Three layouts:
+
+* :class:`DenseLayout`: ``W^T z + c`` (the default head, or an ``nn.Linear``).
+  ``A`` is the feature matrix with a ones column, and the ``t`` targets share it
+  (the Kronecker fast path: ``coef`` is ``p x t`` and one ``p x p``
+  decomposition serves every target).
+* :class:`ConvLayout`: ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d``
+  with ``groups=1``.  Output channel ``o`` of a convolution is
+  ``P w_o + c_o``, where ``w_o`` holds the ``C_in K`` weights of that channel
+  (``K`` kernel taps) and the *patch matrix* ``P`` (rows: sample and output
+  position, columns: input channel and tap) is the same for every output
+  channel.  So a convolution is a dense head on ``P`` with the ``C_out``
+  channels as targets: ``coef`` is ``(C_in K + 1) x C_out`` and the Gram matrix
+  is ``(C_in K + 1)^2`` instead of ``|w|^2 = ((C_in K + 1) C_out)^2``.  ``P`` is
+  formed in one call of the layer's own operator with standard-basis filters,
+  grouped by input channel (the independence of samples and channels of
+  Appendix C): ``C_in K`` output channels, each a one-hot filter.
+* :class:`OperatorLayout`: any other module linear in all its parameters
+  (grouped convolutions, custom layers).  ``A`` is the Jacobian of the
+  flattened output with respect to the flat weight vector, formed with
+  ``torch.func.vmap`` over the standard basis (one batched call); one target.
+  Its size is (outputs of the batch) x ``|w|``, so it suits small layers.
+
+Only ``A^T A`` enters the memory (``q x q`` per block, whatever the image
+size).  Columns of ``A`` that never share a row give a block-diagonal Gram
+matrix: a transposed convolution with stride ``s`` sends each output position
+through the taps of one residue class of the kernel index modulo ``s``, so
+for ``ConvTranspose2d(w, 1, 4, stride=2)`` the patch columns fall in 4 classes
+of ``4 w`` and ``A^T A`` costs 16 times fewer operations than ``P^T P`` (the
+shared bias row is made of column sums).  :class:`ConvLayout` never forms
+``A``: each class gathers its own sub-block straight from the features (one
+index map, computed once from the basis filters), and the residual comes from
+the layer itself.  :class:`OperatorLayout` reads the classes from the sparsity
+pattern of ``A`` for one sample (for ``nn.Linear`` and convolutions, whose
+structural zeros do not depend on the input).
+"""
+
+import copy
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+__all__ = ["BatchStats", "ConvLayout", "DenseLayout", "OperatorLayout", "make_layout"]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# Relative tolerance of the linearity check of a custom head: float64 rounding
+# of one forward pass is ~1e-16 relative; 1e-8 leaves room for float32 layers
+# evaluated in float64 and still catches any nonlinearity of order one.
+_LINEARITY_RTOL = 1e-8
+
+
+def _probe(shape, dtype, device) -> Tensor:
+    """Positive random features (in [1, 2)) from a private generator: no global RNG draw."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    return (torch.rand(shape, generator=g, dtype=torch.float64) + 1.0).to(dtype=dtype, device=device)
+
+
+def _block_structure(pattern: Tensor):
+    """Classes of columns of ``A`` that never share a row, from one sample's pattern.
+
+    ``pattern`` (outputs x columns, bool) is the nonzero pattern of ``A`` for
+    one sample.  Returns a list of ``(rows, cols)`` index tensors (the connected
+    components of the graph "two columns share a row"), or None when there is a
+    single class.
+    """
+    overlap = (pattern.T.double() @ pattern.double()) > 0
+    n = overlap.shape[0]
+    label = torch.full((n,), -1, dtype=torch.long)
+    for start in range(n):  # connected components, once at initialisation
+        if label[start] >= 0:
+            continue
+        member = torch.zeros(n, dtype=torch.bool)
+        member[start] = True
+        frontier = member.clone()
+        while frontier.any():
+            frontier = overlap[frontier].any(0) & ~member
+            member |= frontier
+        label[member] = start
+    classes = torch.unique(label)
+    if len(classes) == 1:
+        return None
+    blocks = []
+    for c in classes:
+        cols = torch.nonzero(label == c).flatten()
+        blocks.append((torch.nonzero(pattern[:, cols].any(1)).flatten(), cols))
+    return blocks
+
+
+def _structured_gram(A: Tensor, n_out: int, blocks) -> Tensor:
+    """``A^T A`` from the column classes of :func:`_block_structure` (rows: sample x ``n_out``)."""
+    if blocks is None:
+        return A.T @ A
+    q = A.shape[1]
+    A3 = A.view(-1, n_out, q)
+    G = A.new_zeros((q, q))
+    for rows, cols in blocks:
+        sub = A3[:, rows[:, None], cols[None, :]].reshape(-1, len(cols))
+        G[cols[:, None], cols[None, :]] = sub.T @ sub
+    return G
+
+
+class BatchStats(NamedTuple):
+    """What a slimTik step needs from a batch (unscaled), in the head's dtype."""
+
+    gram: Tensor  # (q, q) A^T A
+    cross: Tensor  # (q, t) A^T R, R = B - A coef
+    rnorm2: Tensor  # () ||R||_F^2
+    n_rows: int  # rows of A
+    batch: Tensor | None  # A itself when it is small (dense head), else None
+
+
+class DenseLayout:
+    """``W^T z + c``: features ``(b, p)``; ``coef`` is ``(p + 1, t)`` or ``(p, t)``."""
+
+    kind = "dense"
+
+    def __init__(self, n_features: int, n_targets: int, fit_intercept: bool):
+        self.n_features = int(n_features)
+        self.fit_intercept = bool(fit_intercept)
+        self.shape = (self.n_features + self.fit_intercept, int(n_targets))
+        self.n_outputs = int(n_targets)
+
+    def design(self, Z: Tensor) -> Tensor:
+        """The batch matrix ``A`` (``b x q``)."""
+        if not self.fit_intercept:
+            return Z
+        return torch.cat((Z, Z.new_ones((Z.shape[0], 1))), dim=1)
+
+    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+        A = self.design(Z)
+        R = Y - A @ coef
+        return BatchStats(A.T @ A, A.T @ R, (R * R).sum(), A.shape[0], A)
+
+    def apply(self, Z: Tensor, coef: Tensor) -> Tensor:
+        """The head's output ``(b, t)`` (differentiable in ``Z``)."""
+        if not self.fit_intercept:
+            return Z @ coef
+        return torch.addmm(coef[-1], Z, coef[:-1])
+
+    def module(self, coef: Tensor) -> nn.Module:
+        """An ``nn.Linear`` holding ``coef``."""
+        layer = nn.Linear(self.n_features, self.shape[1], bias=self.fit_intercept, dtype=coef.dtype,
+                          device=coef.device)
+        with torch.no_grad():
+            layer.weight.copy_(coef[: self.n_features].T)
+            if self.fit_intercept:
+                layer.bias.copy_(coef[-1])
+        return layer
+
+    def to(self, device):
+        return self
+
+
+class _LayerLayout:
+    """Shared parts of the layouts built around a torch layer."""
+
+    def __init__(self, layer: nn.Module, feature_shape, dtype, device):
+        self.layer = copy.deepcopy(layer).to(dtype=dtype, device=device).requires_grad_(False)
+        self.feature_shape = tuple(int(s) for s in feature_shape)
+
+    def apply(self, Z: Tensor, coef: Tensor) -> Tensor:
+        """The head's flattened output ``(b, outputs)`` (differentiable in ``Z``)."""
+        out = functional_call(self.layer, self._weights(coef), (Z,))
+        return out.reshape(Z.shape[0], -1)
+
+    def module(self, coef: Tensor) -> nn.Module:
+        """A copy of the layer holding ``coef``."""
+        layer = copy.deepcopy(self.layer).to(dtype=coef.dtype)
+        with torch.no_grad():
+            for name, value in self._weights(coef).items():
+                getattr(layer, name).copy_(value)
+        return layer
+
+    def to(self, device):
+        self.layer.to(device)
+        for name in ("_basis", "_index"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        if getattr(self, "_blocks", None) is not None:
+            self._blocks = [tuple(v.to(device) for v in block) for block in self._blocks]
+        return self
+
+
+class ConvLayout(_LayerLayout):
+    """A convolution or transposed convolution with ``groups=1`` (see the module notes).
+
+    Columns of the patch matrix are ordered tap-major (``j C_in + c`` for tap
+    ``j`` of input channel ``c``), then the bias.
+    """
+
+    kind = "conv"
+
+    def __init__(self, layer: nn.Module, feature_shape, dtype, device):
+        super().__init__(layer, feature_shape, dtype, device)
+        layer = self.layer
+        self.transposed = isinstance(layer, _CONV_T)
+        self.kernel = tuple(layer.kernel_size)
+        self.taps = math.prod(self.kernel)
+        self.c_in, c_out = layer.in_channels, layer.out_channels
+        self.has_bias = layer.bias is not None
+        n_patch = self.c_in * self.taps
+        # Standard-basis filters grouped by input channel: output channel c K + j of
+        # the basis layer copies input channel c through tap j (a one-hot filter).
+        basis = copy.deepcopy(layer)
+        eye = torch.eye(self.taps, dtype=dtype, device=device).reshape(self.taps, 1, *self.kernel)
+        ones = [1] * len(self.kernel)
+        if self.transposed:  # weight (in, out / groups, *k)
+            weight = eye.reshape(1, self.taps, *self.kernel).repeat(self.c_in, 1, *ones)
+        else:  # weight (out, in / groups, *k)
+            weight = eye.repeat(self.c_in, 1, *ones)
+        basis.weight = nn.Parameter(weight, requires_grad=False)
+        basis.bias = None
+        basis.groups = self.c_in
+        self._basis = basis
+        self._index = self._gather_index()
+        probe = _probe((2, *self.feature_shape), dtype, device)
+        with torch.no_grad():
+            slow = self._basis(probe)  # (2, C_in K, *positions)
+            padded = torch.cat((probe.flatten(2).new_zeros((2, self.c_in, 1)), probe.flatten(2)), dim=2)
+            fast = padded[:, :, self._index].flatten(1, 2)  # (2, C_in K, positions)
+            if not torch.equal(fast, slow.flatten(2)):
+                raise ValueError(
+                    f"head={type(layer).__name__}(padding_mode={getattr(layer, 'padding_mode', None)!r}) mixes "
+                    "input values in one tap; pass it as a generic operator head instead."
+                )
+            out = layer(probe)
+        self.n_positions = self._index.shape[1]
+        self.n_outputs = out[0].numel()
+        self.shape = (n_patch + self.has_bias, c_out)
+        self._blocks = self._tap_classes(device)
+
+    def _gather_index(self):
+        """Which input position each tap of each output position copies (0: padding).
+
+        The basis layer applied to an image numbered ``1, 2, ...`` (exact in
+        floating point) returns the copied position plus one, so the patch
+        matrix is a gather of the features (checked against the basis layer at
+        construction).
+        """
+        spatial = self.feature_shape[1:]
+        weight = self._basis.weight
+        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=weight.dtype, device=weight.device)
+        numbered = numbered.reshape(1, 1, *spatial).expand(1, self.c_in, *spatial).contiguous()
+        with torch.no_grad():
+            index = self._basis(numbered)[0, : self.taps].flatten(1)  # (K, positions)
+        return index.round().long()
+
+    def _tap_classes(self, device):
+        """Taps that never share an output position, with their positions and gather indices."""
+        used = (self._index > 0).T.cpu()  # (positions, taps)
+        classes = _block_structure(used) or [(torch.arange(used.shape[0]), torch.arange(self.taps))]
+        blocks = []
+        for rows, taps in classes:
+            cols = (taps[:, None] * self.c_in + torch.arange(self.c_in)[None, :]).reshape(-1)
+            gather = self._index.cpu()[taps][:, rows].T.reshape(-1)  # (positions x taps) of the class
+            blocks.append((rows.to(device), cols.to(device), gather.to(device), torch.tensor(len(taps))))
+        return blocks
+
+    def _padded(self, Z: Tensor) -> Tensor:
+        """Features as ``(b, 1 + positions, C_in)``, position 0 a zero (the padding)."""
+        flat = Z.flatten(2).transpose(1, 2)
+        return torch.cat((flat.new_zeros((flat.shape[0], 1, flat.shape[2])), flat), dim=1)
+
+    def design(self, Z: Tensor) -> Tensor:
+        """The batch matrix ``A`` (rows: sample, output position; columns: tap, channel, bias)."""
+        padded = self._padded(Z)
+        P = padded[:, self._index.T.reshape(-1)].reshape(-1, self.taps * self.c_in)
+        if not self.has_bias:
+            return P
+        return torch.cat((P, P.new_ones((P.shape[0], 1))), dim=1)
+
+    def targets(self, Y: Tensor) -> Tensor:
+        """``Y`` as rows (sample, output position) x output channels."""
+        c_out = self.shape[1]
+        return Y.reshape(Y.shape[0], c_out, -1).transpose(1, 2).reshape(-1, c_out)
+
+    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+        """``A^T A``, ``A^T R`` and ``||R||^2`` without forming ``A``.
+
+        ``R`` comes from the layer itself; each class of taps gathers only its
+        own sub-block of ``A`` (the other entries of its rows are zero), whose
+        Gram and cross products fill the diagonal blocks; the bias row is made
+        of column sums.
+        """
+        b, (q, t) = Z.shape[0], self.shape
+        R = self.targets(Y - self.apply(Z, coef))  # (b * positions, t)
+        R3 = R.view(b, self.n_positions, t)
+        padded = self._padded(Z)
+        gram = Z.new_zeros((q, q))
+        cross = Z.new_zeros((q, t))
+        for rows, cols, gather, n_taps in self._blocks:
+            sub = padded.index_select(1, gather).reshape(-1, int(n_taps) * self.c_in)
+            gram[cols[:, None], cols[None, :]] = sub.T @ sub
+            cross[cols] = sub.T @ R3[:, rows].reshape(-1, t)
+            if self.has_bias:
+                gram[-1, cols] = sub.sum(0)
+                gram[cols, -1] = gram[-1, cols]
+        n_rows = b * self.n_positions
+        if self.has_bias:
+            gram[-1, -1] = n_rows
+            cross[-1] = R.sum(0)
+        return BatchStats(gram, cross, (R * R).sum(), n_rows, None)
+
+    def _weights(self, coef: Tensor) -> dict:
+        c_out = self.shape[1]
+        W = coef[: self.c_in * self.taps].reshape(self.taps, self.c_in, c_out)
+        if self.transposed:  # (in, out, *k)
+            weight = W.permute(1, 2, 0).reshape(self.c_in, c_out, *self.kernel)
+        else:  # (out, in, *k)
+            weight = W.permute(2, 1, 0).reshape(c_out, self.c_in, *self.kernel)
+        weights = {"weight": weight}
+        if self.has_bias:
+            weights["bias"] = coef[-1]
+        return weights
+
+
+class OperatorLayout(_LayerLayout):
+    """Any module linear in all its parameters: ``A`` is the Jacobian in the weights."""
+
+    kind = "operator"
+
+    def __init__(self, layer: nn.Module, feature_shape, dtype, device):
+        super().__init__(layer, feature_shape, dtype, device)
+        self._names = [name for name, _ in self.layer.named_parameters()]
+        self._shapes = [p.shape for _, p in self.layer.named_parameters()]
+        q = sum(p.numel() for p in self.layer.parameters())
+        if q == 0:
+            raise ValueError(f"head={type(layer).__name__} has no parameters to solve for.")
+        self.shape = (q, 1)
+        probe = _probe((1, *self.feature_shape), dtype, device)
+        self._check_linear(layer, probe)
+        A = self.design(probe)
+        self.n_outputs = A.shape[0]
+        structured = isinstance(layer, (nn.Linear, *_CONV, *_CONV_T))  # sparsity independent of Z
+        blocks = _block_structure((A != 0).cpu()) if structured else None
+        self._blocks = None if blocks is None else [(r.to(device), c.to(device)) for r, c in blocks]
+
+    def _weights(self, coef: Tensor) -> dict:
+        out, start = {}, 0
+        for name, shape in zip(self._names, self._shapes):
+            size = math.prod(shape)
+            out[name] = coef[start : start + size, 0].reshape(shape)
+            start += size
+        return out
+
+    def _check_linear(self, layer, probe):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        w1, w2 = (torch.randn(self.shape[0], 1, generator=g, dtype=probe.dtype).to(probe.device) for _ in range(2))
+        with torch.no_grad():
+            f1, f2, f12 = (self.apply(probe, w) for w in (w1, w2, 2.0 * w1 - 3.0 * w2))
+        scale = float(f1.abs().max() + f2.abs().max()) + 1e-300
+        if float((f12 - (2.0 * f1 - 3.0 * f2)).abs().max()) > _LINEARITY_RTOL * 5.0 * scale:
+            raise ValueError(
+                f"head={type(layer).__name__} is not linear in its parameters: slimTik needs a final "
+                "layer whose output is A(Z) w for its weights w (nn.Linear, a convolution, or a custom "
+                "module with that property; put activations in the feature extractor)."
+            )
+
+    def design(self, Z: Tensor) -> Tensor:
+        """The Jacobian ``A`` (rows: sample, output entry; columns: weights), one batched call."""
+        eye = torch.eye(self.shape[0], dtype=Z.dtype, device=Z.device)
+        columns = vmap(lambda w: self.apply(Z, w[:, None]).reshape(-1))(eye)  # (q, rows)
+        return columns.T
+
+    def targets(self, Y: Tensor) -> Tensor:
+        return Y.reshape(-1, 1)
+
+    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+        A = self.design(Z)
+        R = self.targets(Y) - A @ coef
+        return BatchStats(_structured_gram(A, self.n_outputs, self._blocks), A.T @ R, (R * R).sum(),
+                          A.shape[0], None)
+
+
+def make_layout(head, feature_shape, n_targets: int, fit_intercept: bool, dtype, device):
+    """The layout of ``head`` (None, a torch layer) for features of per-sample shape ``feature_shape``.
+
+    Raises ValueError when the head does not fit the features or the targets.
+    """
+    feature_shape = tuple(feature_shape)
+    name = "None" if head is None else type(head).__name__
+    if head is None or isinstance(head, nn.Linear):
+        if len(feature_shape) != 1:
+            raise ValueError(
+                f"head={name} needs 2-D features (n_samples, n_features), but the feature extractor returns "
+                f"per-sample shape {feature_shape}; flatten them in the extractor or pass a convolutional head."
+            )
+        if head is None:
+            layout = DenseLayout(feature_shape[0], n_targets, fit_intercept)
+        else:
+            if head.in_features != feature_shape[0]:
+                raise ValueError(f"head={head} expects {head.in_features} features; the feature extractor "
+                                 f"returns {feature_shape[0]}.")
+            layout = DenseLayout(head.in_features, head.out_features, head.bias is not None)
+    elif isinstance(head, (*_CONV, *_CONV_T)) and head.groups == 1:
+        if len(feature_shape) != len(head.kernel_size) + 1 or feature_shape[0] != head.in_channels:
+            raise ValueError(
+                f"head={head} expects features of per-sample shape (in_channels={head.in_channels}, "
+                f"{len(head.kernel_size)} spatial dims); the feature extractor returns {feature_shape}."
+            )
+        layout = ConvLayout(head, feature_shape, dtype, device)
+    else:
+        try:
+            layout = OperatorLayout(head, feature_shape, dtype, device)
+        except ValueError:
+            raise
+        except Exception as exc:  # the module does not accept these features
+            raise ValueError(f"head={name} cannot be applied to features of per-sample shape "
+                             f"{feature_shape}: {exc}") from exc
+    if layout.n_outputs != n_targets:
+        raise ValueError(
+            f"head={name} produces {layout.n_outputs} outputs per sample (flattened), but y has "
+            f"{n_targets} targets; y must hold the head's flattened output (channels, then positions)."
+        )
+    return layout
