@@ -14,7 +14,7 @@ DOCS_STAMP := $(VENV)/.docs-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,dask]"
+	$(BIN)/python -m pip install -q -e ".[test,dask,mnist]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -143,6 +143,10 @@ class DenseLayout:
             return Z
         return torch.cat((Z, Z.new_ones((Z.shape[0], 1))), dim=1)
 
+    def targets(self, Y: Tensor) -> Tensor:
+        """The right-hand side ``B`` (``b x t``)."""
+        return Y
+
     def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
         A = self.design(Z)
         R = Y - A @ coef
@@ -186,7 +190,7 @@ class _LayerLayout:
         with torch.no_grad():
             for name, value in self._weights(coef).items():
                 getattr(layer, name).copy_(value)
-        return layer
+        return layer.requires_grad_(True)  # a plain layer, as a user would build it
 
     def to(self, device):
         self.layer.to(device)

@@ -134,7 +134,8 @@ def sgcv_values(factors: SGCVFactors, ridge_prev: Tensor, candidates: Tensor) ->
     -------
     values : Tensor of shape (c,)
         ``sGCV(S)`` for every candidate; ``inf`` where the denominator vanishes
-        (a candidate that interpolates the batch exactly).
+        or the residual is below the rounding error of its terms (a candidate
+        that interpolates the batch).
     """
     c, p = candidates.shape[0], factors.evals.shape[0]
     D = 1.0 / (factors.evals + candidates[:, None])  # (c, p)
@@ -142,8 +143,15 @@ def sgcv_values(factors: SGCVFactors, ridge_prev: Tensor, candidates: Tensor) ->
     q0, q1, q2 = ((D @ factors.quad).view(c, 3, p) * D[:, None, :]).sum(-1).unbind(1)
     l0, l1, tau = (D @ factors.lin).unbind(1)  # tau = tr(A T(S) A^T)
     # ||R||^2 - 2 sum_j D_j (q_j - lam m_j) + D^T (H o X X^T) D, as a polynomial in lam
-    resid = (factors.rnorm2 - 2.0 * l0 + q0 + lam * (2.0 * l1 - q1) + lam * lam * q2).clamp_min(0.0)
+    resid = factors.rnorm2 - 2.0 * l0 + q0 + lam * (2.0 * l1 - q1) + lam * lam * q2
+    # A residual below the rounding error of its own terms is not a measurement: a
+    # sum of p products carries an error up to ~p eps sum|terms| (Higham, Accuracy and
+    # Stability of Numerical Algorithms, 2nd ed., sec. 3.1).  It occurs when a small
+    # ridge lets the head interpolate the batch (the denominator vanishes too), and
+    # its value, 0 or 1e5 depending on rounding, must not pick the ridge.
+    terms = factors.rnorm2 + 2.0 * l0.abs() + q0.abs() + lam.abs() * (2.0 * l1.abs() + q1.abs()) + lam * lam * q2.abs()
+    resolved = resid > p * torch.finfo(resid.dtype).eps * terms
     b, t = factors.n_rows, factors.n_targets
     n = b * t
     denom = (n - t * tau) ** 2
-    return torch.where(denom > 0, n * resid / denom, torch.inf)
+    return torch.where(resolved & (denom > 0), n * resid.clamp_min(0.0) / denom, torch.inf)

@@ -108,7 +108,8 @@ def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = T
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"{expected}; it returned a {type(out).__name__}.")
     if (out.ndim != 2 if dense else out.ndim < 2) or out.shape[0] != n_rows:
-        raise ValueError(f"{expected}; for n={n_rows} it returned shape {tuple(out.shape)}.")
+        hint = " (features of another shape need a layer as head, e.g. a convolution)" if dense and out.ndim > 2 else ""
+        raise ValueError(f"{expected}; for n={n_rows} it returned shape {tuple(out.shape)}{hint}.")
     if not out.is_floating_point():
         raise ValueError(f"{expected} of floats; it returned dtype {out.dtype}.")
     if not bool(torch.isfinite(out).all()):
