@@ -42,3 +42,14 @@ def test_streaming_benchmark_quick():
 def test_cdr_benchmark_quick():
     out = _run("benchmarks/cdr.py", "--quick", "--n-jobs", "1").stdout
     assert "## Table 1" in out and "| 10 | Adam |" in out and "## Goals" in out
+
+
+def test_autoencoder_benchmark_quick():
+    out = _run("benchmarks/autoencoder.py", "--quick").stdout
+    assert "## Figure 8" in out and "| Adam lambda=1e-10 |" in out and "## Figure 10" in out and "| 100 |" in out
+
+
+def test_conv_head_benchmark_quick():
+    out = _run("benchmarks/conv_head.py", "--quick").stdout
+    difference = float(out.rsplit("explicit products:", 1)[1].split()[0])
+    assert difference < 1e-12  # the fast statistics equal the explicit products
