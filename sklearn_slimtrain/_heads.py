@@ -24,10 +24,12 @@ slimTik step and sGCV for every head.  Three layouts:
   position, columns: input channel and tap) is the same for every output
   channel.  So a convolution is a dense head on ``P`` with the ``C_out``
   channels as targets: ``coef`` is ``(C_in K + 1) x C_out`` and the Gram matrix
-  is ``(C_in K + 1)^2`` instead of ``|w|^2 = ((C_in K + 1) C_out)^2``.  ``P`` is
-  formed in one call of the layer's own operator with standard-basis filters,
-  grouped by input channel (the independence of samples and channels of
-  Appendix C): ``C_in K`` output channels, each a one-hot filter.
+  is ``(C_in K + 1)^2`` instead of ``|w|^2 = ((C_in K + 1) C_out)^2``.  Which
+  input position each tap copies is read once, at construction, from one call
+  of the layer's own operator with standard-basis filters grouped by input
+  channel (the independence of samples and channels of Appendix C: ``C_in K``
+  output channels, each a one-hot filter); after that ``P`` is a gather of
+  the features.
 * :class:`OperatorLayout`: any other module linear in all its parameters
   (grouped convolutions, custom layers).  ``A`` is the Jacobian of the
   flattened output with respect to the flat weight vector, formed with
@@ -198,7 +200,8 @@ class _LayerLayout:
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(device))
         if getattr(self, "_blocks", None) is not None:
-            self._blocks = [tuple(v.to(device) for v in block) for block in self._blocks]
+            self._blocks = [tuple(v.to(device) if isinstance(v, Tensor) else v for v in block)
+                            for block in self._blocks]
         return self
 
 
@@ -274,7 +277,7 @@ class ConvLayout(_LayerLayout):
         for rows, taps in classes:
             cols = (taps[:, None] * self.c_in + torch.arange(self.c_in)[None, :]).reshape(-1)
             gather = self._index.cpu()[taps][:, rows].T.reshape(-1)  # (positions x taps) of the class
-            blocks.append((rows.to(device), cols.to(device), gather.to(device), torch.tensor(len(taps))))
+            blocks.append((rows.to(device), cols.to(device), gather.to(device), len(taps)))
         return blocks
 
     def _padded(self, Z: Tensor) -> Tensor:
@@ -283,7 +286,10 @@ class ConvLayout(_LayerLayout):
         return torch.cat((flat.new_zeros((flat.shape[0], 1, flat.shape[2])), flat), dim=1)
 
     def design(self, Z: Tensor) -> Tensor:
-        """The batch matrix ``A`` (rows: sample, output position; columns: tap, channel, bias)."""
+        """The batch matrix ``A`` (rows: sample, output position; columns: tap, channel, bias).
+
+        For reference and tests: the step uses :meth:`stats`, which never forms it.
+        """
         padded = self._padded(Z)
         P = padded[:, self._index.T.reshape(-1)].reshape(-1, self.taps * self.c_in)
         if not self.has_bias:
@@ -310,7 +316,7 @@ class ConvLayout(_LayerLayout):
         gram = Z.new_zeros((q, q))
         cross = Z.new_zeros((q, t))
         for rows, cols, gather, n_taps in self._blocks:
-            sub = padded.index_select(1, gather).reshape(-1, int(n_taps) * self.c_in)
+            sub = padded.index_select(1, gather).reshape(-1, n_taps * self.c_in)
             gram[cols[:, None], cols[None, :]] = sub.T @ sub
             cross[cols] = sub.T @ R3[:, rows].reshape(-1, t)
             if self.has_bias:

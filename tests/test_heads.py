@@ -217,3 +217,15 @@ def test_conv_head_clone_pickle_save_load_partial_fit_and_grid_search(tmp_path):
                                 head=nn.ConvTranspose2d(3, 2, 4, 2, 1, bias=False))
     search = GridSearchCV(clone(model).set_params(max_iter=1), {"memory_depth": [0, 5]}, cv=2).fit(X, Y)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_conv_head_on_cuda_matches_cpu():
+    X, Y = _autoencoder_data(48)
+    kw = dict(head=nn.ConvTranspose2d(3, 2, 4, 2, 1), memory_depth=5, batch_size=8, max_iter=2,
+              dtype="float64", random_state=0)
+    cpu = SlimTrainRegressor(_Trainable, **kw).fit(X, Y)
+    gpu = SlimTrainRegressor(_Trainable, device="cuda", **kw).fit(X, Y)
+    assert gpu._head.coef.device.type == "cuda"
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gpu.ridge_path_, cpu.ridge_path_, rtol=1e-6)

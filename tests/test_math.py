@@ -213,3 +213,22 @@ def test_step_and_sgcv_match_dense_reference_on_random_problems(problem, rel_rid
     free = slimtik_step(At, Bt, Wt, torch.tensor(S_prev, dtype=D64), Mt.T @ Mt, ridge_fixed=None,
                         ridge_ref=torch.tensor(S_prev, dtype=D64), max_change=np.inf)
     assert torch.isfinite(free.coef).all() and float(free.ridge) > 0  # the sGCV head solve is finite too
+
+
+def test_sgcv_ignores_residuals_below_their_rounding_error():
+    # b < p and no memory: a tiny ridge interpolates the batch, and the residual (and the
+    # denominator) of sGCV vanish to rounding noise.  Those candidates must not win:
+    # they are inf, whichever way the noise falls (Gram-domain H or H = U^T U).
+    rng = np.random.default_rng(7)
+    A, B, W, M = _problem(rng, b=4, p=7, t=2, r=0)
+    At, Bt, Wt = (torch.tensor(v, dtype=D64) for v in (A, B, W))
+    G = At.T @ At
+    evals, evecs = torch.linalg.eigh(G)
+    R = Bt - At @ Wt
+    cands = torch.tensor([1e-14, 1e-12, 1e-2, 1.0], dtype=D64)
+    for H in (evecs.T @ G @ evecs, (At @ evecs).T @ (At @ evecs)):
+        f = sgcv_factors(evals, H, evecs.T @ (At.T @ R), evecs.T @ Wt, (R * R).sum(), 4)
+        values = sgcv_values(f, torch.tensor(0.0, dtype=D64), cands).numpy()
+        assert np.isinf(values[:2]).all()
+        ref = [_bruteforce_gcv(A, B, W, M, 0.0, s) for s in (1e-2, 1.0)]
+        np.testing.assert_allclose(values[2:], ref, rtol=1e-6)
