@@ -3,6 +3,7 @@
 import platform
 import time
 
+import numpy as np
 import torch
 
 
@@ -33,40 +34,17 @@ def fit_adam(X, y, *, extractor, lr=1e-3, batch_size=32, epochs=20, weight_decay
     but the final layer is learned by Adam too.  Returns a predict function.
     ``callback(epoch, predict)`` is called after every epoch when given.
     """
-    import numpy as np
-
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    Xt = torch.tensor(X, dtype=torch.float32, device=device)
-    Y = np.asarray(y, dtype=np.float32)
-    Yt = torch.tensor(Y.reshape(len(Y), -1), device=device)
+    extractor.to(device)
     with torch.no_grad():
-        width = extractor(Xt[:2]).shape[1]
-    head = torch.nn.Linear(width, Yt.shape[1]).to(device)
-    net = torch.nn.Sequential(extractor, head)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)  # as SlimTrainRegressor
-
-    def predict(Xn):
-        with torch.no_grad():
-            out = net(torch.tensor(Xn, dtype=torch.float32, device=device)).double().cpu().numpy()
-        return out[:, 0] if Y.ndim == 1 else out
-
-    for epoch in range(epochs):
-        order = torch.as_tensor(rng.permutation(len(Xt)), device=device)
-        for start in range(0, len(Xt), batch_size):
-            rows = order[start : start + batch_size]
-            resid = net(Xt[rows]) - Yt[rows]
-            loss = 0.5 * (resid * resid).sum() / len(rows)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if callback is not None:
-            callback(epoch + 1, predict)
-    return predict
+        width = extractor(torch.tensor(X[:2], dtype=torch.float32, device=device)).shape[1]
+    head = torch.nn.Linear(width, 1 if np.ndim(y) == 1 else np.shape(y)[1])
+    return fit_adam_layer(X, y, extractor=extractor, head=head, lr=lr, batch_size=batch_size, epochs=epochs,
+                          weight_decay=weight_decay, seed=seed, callback=callback, device=device)
 
 
 def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, ridge=0.0, alpha=0.0, seed=0,
-                   callback=None, device="cpu"):
+                   callback=None, device="cpu", weight_decay=0.0):
     """Train ``extractor`` followed by a torch layer ``head`` jointly with Adam (the baseline for a non-dense head).
 
     For final layers that are not ``nn.Linear``, e.g. the transposed convolution of
@@ -87,8 +65,6 @@ def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, 
     evaluated in eval mode, e.g. BatchNorm with its running statistics).
     ``callback(epoch, predict)`` is called after every epoch when given.
     """
-    import numpy as np
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     Xt = torch.tensor(X, dtype=torch.float32, device=device)
@@ -99,7 +75,8 @@ def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, 
     net = torch.nn.Sequential(extractor, head, torch.nn.Flatten())
     theta = list(extractor.parameters())
     w_head = list(head.parameters())
-    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
+    # foreach: as SlimTrainRegressor; weight_decay: Adam's own L2 on every weight (fit_adam)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
 
     def sq_norm(params):
         return sum((p * p).sum() for p in params)
