@@ -223,6 +223,18 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
     True
     >>> model.ridge_path_.shape  # one ridge per iteration: 10 epochs x 15 batches
     (150,)
+
+    A transposed convolution as the final layer (an autoencoder of 8x8 digits):
+
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_slimtrain import ConvAutoencoderFeatures
+    >>> X = load_digits().data[:200] / 16.0
+    >>> extractor = ConvAutoencoderFeatures((8, 8), width=4, latent_dim=8)
+    >>> auto = SlimTrainRegressor(extractor, head=extractor.final_layer(), max_iter=2, random_state=0)
+    >>> auto.fit(X, X).predict(X[:3]).shape
+    (3, 64)
+    >>> auto.head_
+    ConvTranspose2d(4, 1, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
     """
 
     _parameter_constraints: dict = {

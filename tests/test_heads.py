@@ -11,6 +11,8 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.func import functional_call, jacrev
 
@@ -217,6 +219,8 @@ def test_conv_head_clone_pickle_save_load_partial_fit_and_grid_search(tmp_path):
                                 head=nn.ConvTranspose2d(3, 2, 4, 2, 1, bias=False))
     search = GridSearchCV(clone(model).set_params(max_iter=1), {"memory_depth": [0, 5]}, cv=2).fit(X, Y)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    pipe = make_pipeline(StandardScaler(), clone(model)).fit(X, Y)
+    assert pipe.predict(X).shape == Y.shape and isinstance(pipe[-1].head_, nn.ConvTranspose2d)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
