@@ -93,10 +93,12 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
         paper's (2.6), ``min_W (1/N) sum_i 1/2 ||W z_i - y_i||^2 + lam/2 ||W||^2``,
         with ``lam`` chosen by exact GCV on those rows (or ``lam = ridge`` for a
         float ridge).  One forward pass over the data in chunks; the memory used
-        is ``p x p``.  ``partial_fit`` never refits (it is one streaming pass).
+        is ``q x q`` for ``q`` head weights.  ``partial_fit`` never refits (it
+        is one streaming pass).
     fit_intercept : bool, default=True
         Append a ones column to the features; its weight (the intercept) is
-        regularised with ``W``, as in the paper.
+        regularised with ``W``, as in the paper.  Dense head only: a layer
+        ``head`` has its own ``bias`` (or none).
     device : str or torch.device, default="cpu"
         "cpu", "cuda", "cuda:N", "mps" or "auto" (CUDA, then MPS, then CPU),
         resolved at ``fit`` on the machine that fits.

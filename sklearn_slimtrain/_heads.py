@@ -376,6 +376,7 @@ class OperatorLayout(_LayerLayout):
         with torch.no_grad():
             f1, f2, f12 = (self.apply(probe, w) for w in (w1, w2, 2.0 * w1 - 3.0 * w2))
         scale = float(f1.abs().max() + f2.abs().max()) + 1e-300
+        # 2 w1 - 3 w2: the combination's error scales with |2| + |3| = 5 times the outputs
         if float((f12 - (2.0 * f1 - 3.0 * f2)).abs().max()) > _LINEARITY_RTOL * 5.0 * scale:
             raise ValueError(
                 f"head={type(layer).__name__} is not linear in its parameters: slimTik needs a final "
