@@ -22,7 +22,6 @@ validation / test), stratified by digit.
 """
 
 import argparse
-import copy
 import sys
 import time
 import warnings

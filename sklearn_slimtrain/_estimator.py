@@ -4,7 +4,6 @@ import math
 import time
 import warnings
 from numbers import Integral, Real
-from os import PathLike
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_dtype
 from ._network import _SeparableNetworkMixin
-from ._persistence import load_model, pickle_state, save_model, unpickle_state
+from ._persistence import _PersistenceMixin
 from ._progress import EpochTable, start_monitoring, update_no_improvement
 from ._solver import SlimTikHead
 from ._validation import (
@@ -30,7 +29,7 @@ from ._validation import (
 
 __all__ = ["SlimTrainRegressor"]
 
-class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
+class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMixin, BaseEstimator):
     """Separable neural network ``y ~ W F(x; theta)`` trained by slimTrain.
 
     The feature extractor ``F`` (a PyTorch module) is trained by a torch
@@ -512,54 +511,6 @@ class SlimTrainRegressor(_SeparableNetworkMixin, RegressorMixin, BaseEstimator):
                 out[rows] = self._head.apply(Z).cpu().numpy()
         check_predictions(out)
         return out[:, 0] if self._y_ndim == 1 else out
-
-    # --------------------------------------------------------- persistence
-    def save(self, path: "str | PathLike") -> None:
-        """Write the fitted model to a file that :meth:`load` reads without running code.
-
-        The file is a zip archive: ``model.json`` (parameters and scalar fitted
-        state) and ``tensors.pt`` (state dicts of the extractor, its optimizer
-        and the head, written by ``torch.save``).  A custom
-        ``feature_extractor`` module or optimizer class is code, so it is not
-        stored: pass it again to :meth:`load`.
-
-        Parameters
-        ----------
-        path : str or path-like
-            Where to write.
-        """
-        check_is_fitted(self)
-        save_model(self, path)
-
-    @classmethod
-    def load(cls, path: "str | PathLike", **params) -> "SlimTrainRegressor":
-        """Read a model written by :meth:`save`, with ``torch.load(weights_only=True)``.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The model file.
-        **params
-            Parameters to supply or override: a custom ``feature_extractor``
-            (the same architecture as when saved) or optimizer class, or
-            ``device`` to load onto another device.  Without ``device``, a
-            model saved on a device that is missing here loads on the CPU,
-            with a warning.
-
-        Returns
-        -------
-        model : SlimTrainRegressor
-            Fitted, ready to ``predict`` or continue with ``partial_fit``.
-        """
-        return load_model(cls, path, **params)
-
-    def __getstate__(self):
-        # object.__getstate__ returns __dict__ itself: copy before changing it
-        return pickle_state(self, dict(super().__getstate__()))
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        unpickle_state(self, state)
 
     def __sklearn_is_fitted__(self):
         # n_features_in_ is set by validation before a fit can still fail

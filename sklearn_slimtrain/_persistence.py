@@ -21,9 +21,11 @@ import json
 import pickle
 import zipfile
 from numbers import Integral, Real
+from os import PathLike
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from ._device import resolve_device, restore_device
 from ._extractors import ResNetFeatures
@@ -218,3 +220,54 @@ def load_model(cls, path, **params):
     device = resolve_device(params["device"]) if "device" in params else restore_device(est.device_)
     _place(est, device, tensors["optimizer"])
     return est
+
+
+class _PersistenceMixin:
+    """``save``/``load`` and device-independent pickling of the estimator."""
+
+    def save(self, path: "str | PathLike") -> None:
+        """Write the fitted model to a file that :meth:`load` reads without running code.
+
+        The file is a zip archive: ``model.json`` (parameters and scalar fitted
+        state) and ``tensors.pt`` (state dicts of the extractor, its optimizer
+        and the head, written by ``torch.save``).  A custom
+        ``feature_extractor`` module, ``head`` layer or optimizer class is
+        code, so it is not stored: pass it again to :meth:`load`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write.
+        """
+        check_is_fitted(self)
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: "str | PathLike", **params):
+        """Read a model written by :meth:`save`, with ``torch.load(weights_only=True)``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The model file.
+        **params
+            Parameters to supply or override: a custom ``feature_extractor``
+            or ``head`` (the same architecture as when saved) or optimizer
+            class, or ``device`` to load onto another device.  Without
+            ``device``, a model saved on a device that is missing here loads on
+            the CPU, with a warning.
+
+        Returns
+        -------
+        model : SlimTrainRegressor
+            Fitted, ready to ``predict`` or continue with ``partial_fit``.
+        """
+        return load_model(cls, path, **params)
+
+    def __getstate__(self):
+        # object.__getstate__ returns __dict__ itself: copy before changing it
+        return pickle_state(self, dict(super().__getstate__()))
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        unpickle_state(self, state)
