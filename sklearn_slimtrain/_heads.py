@@ -183,14 +183,14 @@ class _LayerLayout:
 
     def apply(self, Z: Tensor, coef: Tensor) -> Tensor:
         """The head's flattened output ``(b, outputs)`` (differentiable in ``Z``)."""
-        out = functional_call(self.layer, self._weights(coef), (Z,))
+        out = functional_call(self.layer, self.weights(coef), (Z,))
         return out.reshape(Z.shape[0], -1)
 
     def module(self, coef: Tensor) -> nn.Module:
         """A copy of the layer holding ``coef``."""
         layer = copy.deepcopy(self.layer).to(dtype=coef.dtype)
         with torch.no_grad():
-            for name, value in self._weights(coef).items():
+            for name, value in self.weights(coef).items():
                 getattr(layer, name).copy_(value)
         return layer.requires_grad_(True)  # a plain layer, as a user would build it
 
@@ -328,7 +328,8 @@ class ConvLayout(_LayerLayout):
             cross[-1] = R.sum(0)
         return BatchStats(gram, cross, (R * R).sum(), n_rows, None)
 
-    def _weights(self, coef: Tensor) -> dict:
+    def weights(self, coef: Tensor) -> dict:
+        """The layer's parameters (``weight``, ``bias``) that ``coef`` describes."""
         c_out = self.shape[1]
         W = coef[: self.c_in * self.taps].reshape(self.taps, self.c_in, c_out)
         if self.transposed:  # (in, out, *k)
@@ -362,7 +363,8 @@ class OperatorLayout(_LayerLayout):
         blocks = _block_structure((A != 0).cpu()) if structured else None
         self._blocks = None if blocks is None else [(r.to(device), c.to(device)) for r, c in blocks]
 
-    def _weights(self, coef: Tensor) -> dict:
+    def weights(self, coef: Tensor) -> dict:
+        """The layer's parameters, by name, that ``coef`` (the flat weight vector) describes."""
         out, start = {}, 0
         for name, shape in zip(self._names, self._shapes):
             size = math.prod(shape)

@@ -166,7 +166,7 @@ class _SeparableNetworkMixin:
         check_is_fitted(self)
         layout = self._head.layout
         if layout.kind != "dense":  # the layer's own weight and bias
-            weights = layout._weights(self._head.coef)
+            weights = layout.weights(self._head.coef)
             bias = weights.get("bias")
             return (weights["weight"].detach().cpu().numpy().astype(np.float64),
                     0.0 if bias is None else bias.detach().cpu().numpy().astype(np.float64))
