@@ -13,6 +13,7 @@ Grid: learning rate {1e-3, 1e-2, 1e-1} x batch {5, 10} x memory depth {0, 5, 10}
 Loss: ``(1/N) sum_i 1/2 ||f(x_i) - y_i||^2`` on the training / validation rows.
 
     python benchmarks/cdr.py                 # 100 epochs, Table 1 at epoch 20 (n_jobs=2: ~10 min)
+    python benchmarks/cdr.py --standardize-inputs --no-figures   # inputs through a StandardScaler
     python benchmarks/cdr.py --quick         # smoke run
 """
 
@@ -39,10 +40,12 @@ FIGURES = ROOT / "docs" / "figures"
 FIGURES_SUFFIX = [""]  # figure names get the target scale when it is not 1
 
 
-def load(n_samples, target_scale=1.0):
+def load(n_samples, target_scale=1.0, standardize=False):
     X, Y = make_cdr(n_samples, random_state=0)
     Y = Y * target_scale  # other units for the concentration (e.g. a 10x stronger source)
     n_train, n_val = n_samples // 2, n_samples // 4  # the paper's 400 / 200 / 200 split of 800
+    if standardize:  # what a StandardScaler in a Pipeline does: training rows' mean and std
+        X = (X - X[:n_train].mean(0)) / X[:n_train].std(0)
     return X[:n_train], Y[:n_train], X[n_train : n_train + n_val], Y[n_train : n_train + n_val]
 
 
@@ -54,9 +57,9 @@ def network():
     return ResNetFeatures(width=16, depth=8, final_time=4.0)  # Appendix B's CDR network
 
 
-def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target_scale):
+def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target_scale, standardize=False):
     torch.set_num_threads(1)  # one process per core
-    Xtr, Ytr, Xva, Yva = load(n_samples, target_scale)
+    Xtr, Ytr, Xva, Yva = load(n_samples, target_scale, standardize)
     curve = []
     if method == "adam":
         torch.manual_seed(seed)
@@ -144,6 +147,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-scale", type=float, default=1.0,
                         help="multiply the observations by this (other concentration units)")
+    parser.add_argument("--standardize-inputs", action="store_true",
+                        help="standardise the 55 inputs (training mean and std) instead of the paper's raw inputs")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, small grid, no figures")
@@ -155,11 +160,13 @@ def main(argv=None):
     jobs = [("adam", lr, b, 0) for lr, b in itertools.product(args.lrs, args.batches)]
     jobs += [("slim", lr, b, m) for lr, b, m in itertools.product(args.lrs, args.batches, args.memories)]
     results = Parallel(n_jobs=args.n_jobs)(
-        delayed(run)(*job, args.epochs, args.report_epoch, args.seed, args.samples, args.target_scale)
+        delayed(run)(*job, args.epochs, args.report_epoch, args.seed, args.samples, args.target_scale,
+                     args.standardize_inputs)
         for job in jobs)
     k = args.report_epoch - 1
     print(f"# CDR stand-in benchmark ({machine()})\n")
     scale = "" if args.target_scale == 1 else f" observations x {args.target_scale:g},"
+    scale += " standardised inputs," if args.standardize_inputs else ""
     print(f"make_cdr({args.samples}, random_state=0),{scale} split {args.samples // 2}/{args.samples // 4}/"
           f"{args.samples - args.samples // 2 - args.samples // 4}; ResNet w16 d8 T4; seed {args.seed}.\n")
     print(f"## Table 1: loss after {args.report_epoch} epochs (train / validation)\n")
@@ -194,6 +201,8 @@ def main(argv=None):
     if not args.no_figures:
         if args.target_scale != 1:
             FIGURES_SUFFIX[0] = f"_x{args.target_scale:g}"
+        if args.standardize_inputs:
+            FIGURES_SUFFIX[0] += "_std"
         figures(results, args.lrs, args.batches, args.memories, args.report_epoch)
         print(f"\nFigures: docs/figures/cdr_loss{FIGURES_SUFFIX[0]}.png, "
               f"docs/figures/cdr_ridge{FIGURES_SUFFIX[0]}.png")
