@@ -409,7 +409,7 @@ def make_layout(head, feature_shape, n_targets: int, fit_intercept: bool, dtype,
     """
     feature_shape = tuple(feature_shape)
     name = "None" if head is None else type(head).__name__
-    if head is None or isinstance(head, nn.Linear):
+    if head is None or (isinstance(head, nn.Linear) and len(feature_shape) == 1):
         if len(feature_shape) != 1:
             raise ValueError(
                 f"head={name} needs 2-D features (n_samples, n_features), but the feature extractor returns "

@@ -233,3 +233,21 @@ def test_conv_head_on_cuda_matches_cpu():
     assert gpu._head.coef.device.type == "cuda"
     np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gpu.ridge_path_, cpu.ridge_path_, rtol=1e-6)
+
+
+def test_linear_head_on_sequence_features_uses_the_generic_path():
+    # nn.Linear applied along the last axis of (n, 4, 3) features: linear in its weights,
+    # not the dense layout (which needs 2-D features), so the Jacobian path solves it
+    X, Y = _autoencoder_data(32)
+
+    class Sequence(nn.Module):
+        def __init__(self, n_in):
+            super().__init__()
+            self.lin = nn.Linear(n_in, 12)
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x)).reshape(-1, 4, 3)
+
+    model = SlimTrainRegressor(Sequence, head=nn.Linear(3, 2), max_iter=2, batch_size=8, random_state=0)
+    model.fit(X, Y[:, :8])
+    assert isinstance(model._head.layout, OperatorLayout) and model.predict(X).shape == (32, 8)
