@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from _common import machine, markdown_table  # noqa: E402
 
 from sklearn_slimtrain import ConvAutoencoderFeatures  # noqa: E402
-from sklearn_slimtrain._heads import ConvLayout, OperatorLayout  # noqa: E402
+from sklearn_slimtrain._heads import ConvLayout, OperatorLayout, basis_layer  # noqa: E402
 
 D64 = torch.float64
 
@@ -73,9 +73,10 @@ def main(argv=None):
     Y = torch.randn(args.batch, 784, dtype=D64)
     fast = ConvLayout(layer, shape, D64, torch.device("cpu"))
     coef = torch.randn(fast.shape, dtype=D64)
+    basis = basis_layer(fast.layer)  # the layer in float64
 
     def explicit():
-        P = fast._basis(Z)  # (b, C_in K, 28, 28): the grouped basis operator, columns c K + j
+        P = basis(Z)  # (b, C_in K, 28, 28): the grouped basis operator, columns c K + j
         P = P.reshape(args.batch, 16, 16, 784).permute(0, 3, 2, 1).reshape(-1, 256)  # tap-major, as coef
         P = torch.cat((P, Z.new_ones((P.shape[0], 1))), dim=1)
         R = fast.targets(Y) - P @ coef

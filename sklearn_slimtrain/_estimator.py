@@ -20,6 +20,7 @@ from ._persistence import _PersistenceMixin
 from ._progress import EpochTable, start_monitoring, update_no_improvement
 from ._solver import SlimTikHead
 from ._validation import (
+    check_extractor_output,
     check_magnitude,
     check_optimizer,
     check_predictions,
@@ -466,7 +467,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             probe = X[: min(len(X), 2)]
             with torch.no_grad():
                 out = module(torch.tensor(probe, dtype=self._dtype, device=device))
-        layout = self._layout(out, len(probe), y2.shape[1])
+        check_extractor_output(out, len(probe), X.shape[1], dense=self.head is None)
+        layout = self._layout(out, y2.shape[1])
         self.feature_extractor_ = module
         self.n_outputs_ = y2.shape[1]
         self._y_ndim = y_ndim

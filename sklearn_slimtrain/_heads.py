@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-__all__ = ["BatchStats", "ConvLayout", "DenseLayout", "OperatorLayout", "make_layout"]
+__all__ = ["BatchStats", "ConvLayout", "DenseLayout", "OperatorLayout", "basis_layer", "make_layout"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -196,13 +196,35 @@ class _LayerLayout:
 
     def to(self, device):
         self.layer.to(device)
-        for name in ("_basis", "_index"):
-            if getattr(self, name, None) is not None:
-                setattr(self, name, getattr(self, name).to(device))
+        if getattr(self, "_index", None) is not None:
+            self._index = self._index.to(device)
         if getattr(self, "_blocks", None) is not None:
             self._blocks = [tuple(v.to(device) if isinstance(v, Tensor) else v for v in block)
                             for block in self._blocks]
         return self
+
+
+def basis_layer(layer: nn.Module) -> nn.Module:
+    """The layer with standard-basis filters grouped by input channel (Appendix C).
+
+    Output channel ``c K + j`` copies input channel ``c`` through kernel tap ``j``
+    (a one-hot filter, no bias), with the layer's stride, padding, dilation and
+    padding mode: one call gives the patch matrix of a batch.  ``layer`` is a
+    convolution or transposed convolution with ``groups=1``; the result has its
+    dtype and device.
+    """
+    kernel = tuple(layer.kernel_size)
+    taps, c_in, ones = math.prod(kernel), layer.in_channels, [1] * len(kernel)
+    eye = torch.eye(taps, dtype=layer.weight.dtype, device=layer.weight.device)
+    if isinstance(layer, _CONV_T):  # weight (in, out / groups, *k)
+        weight = eye.reshape(1, taps, *kernel).repeat(c_in, 1, *ones)
+    else:  # weight (out, in / groups, *k)
+        weight = eye.reshape(taps, 1, *kernel).repeat(c_in, 1, *ones)
+    basis = copy.deepcopy(layer)
+    basis.weight = nn.Parameter(weight, requires_grad=False)
+    basis.bias = None
+    basis.groups = c_in
+    return basis
 
 
 class ConvLayout(_LayerLayout):
@@ -223,26 +245,19 @@ class ConvLayout(_LayerLayout):
         self.c_in, c_out = layer.in_channels, layer.out_channels
         self.has_bias = layer.bias is not None
         n_patch = self.c_in * self.taps
-        # Standard-basis filters grouped by input channel: output channel c K + j of
-        # the basis layer copies input channel c through tap j (a one-hot filter).
-        basis = copy.deepcopy(layer)
-        eye = torch.eye(self.taps, dtype=dtype, device=device).reshape(self.taps, 1, *self.kernel)
-        ones = [1] * len(self.kernel)
-        if self.transposed:  # weight (in, out / groups, *k)
-            weight = eye.reshape(1, self.taps, *self.kernel).repeat(self.c_in, 1, *ones)
-        else:  # weight (out, in / groups, *k)
-            weight = eye.repeat(self.c_in, 1, *ones)
-        basis.weight = nn.Parameter(weight, requires_grad=False)
-        basis.bias = None
-        basis.groups = self.c_in
-        self._basis = basis
-        self._index = self._gather_index()
+        basis = basis_layer(layer)
+        # Which input position each tap of each output position copies (0: padding): the
+        # basis layer applied to an image numbered 1, 2, ... (exact in floating point)
+        # returns the copied position plus one, so the patch matrix is a gather.
+        spatial = self.feature_shape[1:]
+        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=dtype, device=device)
+        numbered = numbered.reshape(1, 1, *spatial).expand(1, self.c_in, *spatial).contiguous()
         probe = _probe((2, *self.feature_shape), dtype, device)
         with torch.no_grad():
-            slow = self._basis(probe)  # (2, C_in K, *positions)
-            padded = torch.cat((probe.flatten(2).new_zeros((2, self.c_in, 1)), probe.flatten(2)), dim=2)
-            fast = padded[:, :, self._index].flatten(1, 2)  # (2, C_in K, positions)
-            if not torch.equal(fast, slow.flatten(2)):
+            self._index = basis(numbered)[0, : self.taps].flatten(1).round().long()  # (K, positions)
+            operator = basis(probe).flatten(2)  # (2, C_in K, positions), columns c K + j
+            operator = operator.reshape(2, self.c_in, self.taps, -1).permute(0, 3, 2, 1).reshape(-1, n_patch)
+            if not torch.equal(self.design(probe)[:, :n_patch], operator):
                 raise ValueError(
                     f"head={type(layer).__name__}(padding_mode={getattr(layer, 'padding_mode', None)!r}) mixes "
                     "input values in one tap; pass it as a generic operator head instead."
@@ -252,22 +267,6 @@ class ConvLayout(_LayerLayout):
         self.n_outputs = out[0].numel()
         self.shape = (n_patch + self.has_bias, c_out)
         self._blocks = self._tap_classes(device)
-
-    def _gather_index(self):
-        """Which input position each tap of each output position copies (0: padding).
-
-        The basis layer applied to an image numbered ``1, 2, ...`` (exact in
-        floating point) returns the copied position plus one, so the patch
-        matrix is a gather of the features (checked against the basis layer at
-        construction).
-        """
-        spatial = self.feature_shape[1:]
-        weight = self._basis.weight
-        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=weight.dtype, device=weight.device)
-        numbered = numbered.reshape(1, 1, *spatial).expand(1, self.c_in, *spatial).contiguous()
-        with torch.no_grad():
-            index = self._basis(numbered)[0, : self.taps].flatten(1)  # (K, positions)
-        return index.round().long()
 
     def _tap_classes(self, device):
         """Taps that never share an output position, with their positions and gather indices."""

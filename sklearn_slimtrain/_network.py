@@ -19,7 +19,6 @@ from ._device import resolve_dtype
 from ._extractors import ResNetFeatures
 from ._heads import make_layout
 from ._progress import batch_bar
-from ._validation import check_extractor_output
 
 __all__ = []
 
@@ -143,9 +142,8 @@ class _SeparableNetworkMixin:
         """``F(x)``: what the head sees."""
         return self.feature_extractor_(x)
 
-    def _layout(self, features, n_rows, n_outputs):
-        """The head's layout for ``features``, the output for ``n_rows`` rows (checks head, features, targets)."""
-        check_extractor_output(features, n_rows, self.n_features_in_, dense=self.head is None)
+    def _layout(self, features, n_outputs):
+        """The head's layout for features shaped like ``features`` (checks the head against them and ``y``)."""
         return make_layout(self.head, features.shape[1:], n_outputs, self.fit_intercept,
                            resolve_dtype(self.head_dtype), features.device)
 

@@ -215,7 +215,7 @@ def load_model(cls, path, **params):
     with torch.no_grad():  # the head's layout needs the shape of the features
         out = module.eval()(torch.zeros((2, est.n_features_in_), dtype=est._dtype))
     module.train(training)
-    layout = est._layout(out, 2, est.n_outputs_)
+    layout = est._layout(out, est.n_outputs_)  # checked at fit; only the shape is read here
     est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"), layout)
     device = resolve_device(params["device"]) if "device" in params else restore_device(est.device_)
     _place(est, device, tensors["optimizer"])
