@@ -10,7 +10,11 @@ when available, on CUDA:
 * our CDR stand-in (55 inputs, 72 outputs), 400 rows, width 16, batch 10 (section 4.2 sizes);
 * a wide case: width 256, batch 256.
 
-    python benchmarks/overhead.py [--repeats 3] [--quick]
+``--head-only`` times one slimTik step (``SlimTikHead.step``, sGCV, memory 5) on
+the CPU with its algebra in NumPy against torch, for heads of ``q`` = 9 to 257
+weights and 1 or 72 targets: the measurement behind ``HOST_MAX_WEIGHTS``.
+
+    python benchmarks/overhead.py [--repeats 3] [--quick] [--head-only]
 """
 
 import argparse
@@ -24,7 +28,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fit_adam, machine, markdown_table  # noqa: E402
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
+from sklearn_slimtrain._heads import DenseLayout  # noqa: E402
+from sklearn_slimtrain._solver import HOST_MAX_WEIGHTS, SlimTikHead  # noqa: E402
 from sklearn_slimtrain.datasets import make_cdr, make_peaks  # noqa: E402
+
+
+def head_step_time(q, t, batch, host, steps):
+    """Seconds per ``SlimTikHead.step`` (dense head, sGCV, memory 5) on random CPU features."""
+    g = torch.Generator().manual_seed(0)
+    Z = torch.randn(steps, batch, q - 1, generator=g, dtype=torch.float64)
+    Y = torch.randn(steps, batch, t, generator=g, dtype=torch.float64)
+    head = SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=5, batch_size=batch, ridge=None, ridge_init=1.0,
+                       max_change=0.5, dtype=torch.float64, device=torch.device("cpu"), host=host)
+    with head.stepping():
+        head.step(Z[0], Y[0])  # warm-up
+        start = time.perf_counter()
+        for k in range(steps):
+            head.step(Z[k], Y[k])
+    return (time.perf_counter() - start) / steps
+
+
+def head_only(repeats, quick):
+    rows = []
+    sizes = [(9, 1, 32), (17, 72, 10)] if quick else [(9, 1, 32), (17, 72, 10), (33, 1, 32), (65, 1, 64),
+                                                      (129, 1, 128), (257, 1, 256)]
+    for q, t, batch in sizes:
+        steps = 5 if quick else max(20, 20000 // q)
+        numpy_s, torch_s = [], []
+        for _ in range(repeats):
+            numpy_s.append(head_step_time(q, t, batch, True, steps))
+            torch_s.append(head_step_time(q, t, batch, False, steps))
+        rows.append((q, t, batch, 1e3 * min(torch_s), 1e3 * min(numpy_s), min(torch_s) / min(numpy_s),
+                     "NumPy" if q <= HOST_MAX_WEIGHTS else "torch"))
+    print(f"# one slimTik step on the CPU, torch against NumPy algebra ({machine()})\n")
+    print(markdown_table(["q", "targets", "batch", "torch ms", "NumPy ms", "torch / NumPy", "default"], rows))
 
 
 def cases(quick):
@@ -38,8 +75,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny data, one repeat (smoke test)")
+    parser.add_argument("--head-only", action="store_true", help="time one head step, NumPy against torch")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
+    if args.head_only:
+        head_only(repeats, args.quick)
+        return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     X, y = make_peaks(64, random_state=0)  # warm-up: the first optimizer of a process imports torch._dynamo

@@ -54,6 +54,7 @@ import copy
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
@@ -140,9 +141,11 @@ class DenseLayout:
         self.n_outputs = int(n_targets)
 
     def design(self, Z: Tensor) -> Tensor:
-        """The batch matrix ``A`` (``b x q``)."""
+        """The batch matrix ``A`` (``b x q``); a NumPy ``Z`` gives a NumPy ``A``."""
         if not self.fit_intercept:
             return Z
+        if isinstance(Z, np.ndarray):
+            return np.concatenate((Z, np.ones((Z.shape[0], 1), dtype=Z.dtype)), axis=1)
         return torch.cat((Z, Z.new_ones((Z.shape[0], 1))), dim=1)
 
     def targets(self, Y: Tensor) -> Tensor:
@@ -150,6 +153,7 @@ class DenseLayout:
         return Y
 
     def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+        """The batch's statistics, as tensors or (for NumPy inputs) as NumPy arrays."""
         A = self.design(Z)
         R = Y - A @ coef
         return BatchStats(A.T @ A, A.T @ R, (R * R).sum(), A.shape[0], A)
@@ -395,6 +399,7 @@ class OperatorLayout(_LayerLayout):
         return Y.reshape(-1, 1)
 
     def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+        """The batch's statistics, as tensors or (for NumPy inputs) as NumPy arrays."""
         A = self.design(Z)
         R = self.targets(Y) - A @ coef
         return BatchStats(_structured_gram(A, self.n_outputs, self._blocks), A.T @ R, (R * R).sum(),

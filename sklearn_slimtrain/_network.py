@@ -111,10 +111,11 @@ class _SeparableNetworkMixin:
         stops = [self.batch_size * (i + 1) for i in range(max(n // self.batch_size, 1) - 1)] + [n]
         bar = batch_bar(self.verbose, len(stops), self.n_iter_ + 1)
         try:
-            for start, stop in zip([0, *stops[:-1]], stops):
-                rows = slice(start, stop) if order is None else order[start:stop]
-                total += self._step(Xt[rows], Yt[rows])
-                bar.update()
+            with self._head.stepping():
+                for start, stop in zip([0, *stops[:-1]], stops):
+                    rows = slice(start, stop) if order is None else order[start:stop]
+                    total += self._step(Xt[rows], Yt[rows])
+                    bar.update()
         finally:
             bar.close()
         return float(total) / n

@@ -1,7 +1,9 @@
 """Sampled generalized cross-validation (sGCV) for one slimTik step.
 
-Pure math on tensors: tensors in, new tensors or a NamedTuple out, inputs never
-mutated, no scikit-learn import.  The layout follows scikit-learn's
+Pure math on small matrices: arrays in, new arrays or a NamedTuple out, inputs
+never mutated, no scikit-learn import.  The arrays are torch tensors or NumPy
+arrays, never mixed (see :func:`array_module`): the code uses only calls that
+the two libraries spell and define alike, so one source serves both.  The layout follows scikit-learn's
 ``_RidgeGCV``: :func:`sgcv_factors` does the expensive part once per step (after
 the one eigendecomposition done by the caller), :func:`sgcv_values` then
 evaluates the sGCV function for *all* candidate ridges in one vectorised tensor
@@ -52,12 +54,64 @@ which is what the published MATLAB code computes (the published PyTorch
 Kronecker solver counts ``b`` rows with a trace for one target).
 """
 
+import functools
+import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SGCVFactors", "sgcv_factors", "sgcv_values"]
+__all__ = ["Array", "SGCVFactors", "array_module", "no_grad", "nonnegative", "sgcv_factors", "sgcv_values"]
+
+# A torch tensor or a NumPy array (the two are never mixed in one call).
+Array = Tensor | np.ndarray
+
+
+def array_module(x):
+    """``torch`` for a tensor, ``numpy`` for anything else (an array or a NumPy scalar).
+
+    slimTik's per-step algebra is about a hundred operations on ``p x p`` and
+    ``p x t`` matrices.  At the paper's sizes (``p`` = 9 or 17) each costs the
+    library's per-call overhead, not arithmetic: about 3-7 us for a CPU tensor
+    and about 1 us for a NumPy array, and both call LAPACK for the one
+    eigendecomposition.  The solver therefore hands NumPy views of its CPU
+    tensors to these functions (``Tensor.numpy()`` shares the memory) and keeps
+    tensors on an accelerator, where they never leave the device.  The calls used
+    here (``@``, ``.T``, ``.sum(axis)``, ``.min()``, ``.max()``, ``where``,
+    ``maximum``/``minimum`` of two arrays, ``concatenate``/``stack`` with
+    ``axis``, ``diagonal``, ``trace``, ``linalg.eigh``, ``finfo``, ``flip``,
+    ``log10``) have the same signature and meaning in NumPy and torch.
+    """
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+def nonnegative(x):
+    """``max(x, 0)`` elementwise, in the library of ``x``.
+
+    ``numpy.maximum`` takes a scalar, ``torch.maximum`` does not; ``where`` would
+    serve both but costs five times NumPy's ``maximum`` on small arrays.
+    """
+    return x.clamp_min(0.0) if isinstance(x, Tensor) else np.maximum(x, 0.0)
+
+
+def no_grad(fn):
+    """``@torch.no_grad()`` that enters the context only when gradients are enabled.
+
+    The step's functions call each other; ``torch.no_grad()`` as a decorator
+    builds a new context manager at every call (about 14 us on the project's
+    CPU, more than the NumPy work of a small function), so the nested calls
+    skip it once the outermost one has disabled gradients.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return fn(*args, **kwargs)
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class SGCVFactors(NamedTuple):
@@ -66,16 +120,16 @@ class SGCVFactors(NamedTuple):
     All tensors live on the device of the inputs, in their dtype.
     """
 
-    evals: Tensor  # (p,) eigenvalues of G, clipped at 0
-    quad: Tensor  # (p, 3p) [H o QQ^T, H o (QP^T + PQ^T), H o PP^T]
-    lin: Tensor  # (p, 3) columns q_j, m_j, H_jj
-    rnorm2: Tensor  # () ||R||_F^2
+    evals: Array  # (p,) eigenvalues of G, clipped at 0
+    quad: Array  # (p, 3p) [H o QQ^T, H o (QP^T + PQ^T), H o PP^T]
+    lin: Array  # (p, 3) columns q_j, m_j, H_jj
+    rnorm2: Array  # () ||R||_F^2
     n_rows: int  # b (rows of the current batch)
     n_targets: int  # t
 
 
-@torch.no_grad()
-def sgcv_factors(evals: Tensor, H: Tensor, Q: Tensor, P: Tensor, rnorm2: Tensor, n_rows: int) -> SGCVFactors:
+@no_grad
+def sgcv_factors(evals: Array, H: Array, Q: Array, P: Array, rnorm2: Array, n_rows: int) -> SGCVFactors:
     """Factor the sGCV function of one step once, for every candidate ridge.
 
     Every argument is a small matrix (``p x p`` or ``p x t``) or a scalar: the
@@ -85,15 +139,15 @@ def sgcv_factors(evals: Tensor, H: Tensor, Q: Tensor, P: Tensor, rnorm2: Tensor,
 
     Parameters
     ----------
-    evals : Tensor of shape (p,)
+    evals : array of shape (p,)
         Eigenvalues of the memory-plus-batch Gram matrix ``G = V diag(d) V^T``.
-    H : Tensor of shape (p, p)
+    H : array of shape (p, p)
         ``U^T U = V^T (A^T A) V``: the batch's Gram matrix in the eigenbasis of ``G``.
-    Q : Tensor of shape (p, t)
+    Q : array of shape (p, t)
         ``U^T R = V^T (A^T R)``.
-    P : Tensor of shape (p, t)
+    P : array of shape (p, t)
         ``V^T W_{k-1}``: the previous head in the eigenbasis.
-    rnorm2 : Tensor of shape ()
+    rnorm2 : Array of shape ()
         ``||R||_F^2`` with ``R = B - A W_{k-1}`` the scaled residual of the
         previous head on this batch.
     n_rows : int
@@ -103,12 +157,13 @@ def sgcv_factors(evals: Tensor, H: Tensor, Q: Tensor, P: Tensor, rnorm2: Tensor,
     -------
     SGCVFactors
     """
+    xp = array_module(H)
     QQ = Q @ Q.T
     QP = Q @ P.T
-    quad = torch.cat((H * QQ, H * (QP + QP.T), H * (P @ P.T)), dim=1)
-    lin = torch.stack(((Q * Q).sum(1), (Q * P).sum(1), torch.diagonal(H)), dim=1)
+    quad = xp.concatenate((H * QQ, H * (QP + QP.T), H * (P @ P.T)), axis=1)
+    lin = xp.stack(((Q * Q).sum(1), (Q * P).sum(1), xp.diagonal(H)), axis=1)
     return SGCVFactors(
-        evals=evals.clamp_min(0.0),
+        evals=nonnegative(evals),
         quad=quad,
         lin=lin,
         rnorm2=rnorm2,
@@ -117,31 +172,34 @@ def sgcv_factors(evals: Tensor, H: Tensor, Q: Tensor, P: Tensor, rnorm2: Tensor,
     )
 
 
-@torch.no_grad()
-def sgcv_values(factors: SGCVFactors, ridge_prev: Tensor, candidates: Tensor) -> Tensor:
+@no_grad
+def sgcv_values(factors: SGCVFactors, ridge_prev: Array, candidates: Array) -> Array:
     """Evaluate the sGCV function (3.4) at every candidate cumulative ridge.
 
     Parameters
     ----------
     factors : SGCVFactors
         Output of :func:`sgcv_factors`.
-    ridge_prev : Tensor of shape ()
+    ridge_prev : array of shape ()
         Cumulative ridge ``S_{k-1}`` of the previous step.
-    candidates : Tensor of shape (c,)
+    candidates : array of shape (c,)
         Candidate cumulative ridges ``S_k > 0``.
 
     Returns
     -------
-    values : Tensor of shape (c,)
+    values : array of shape (c,)
         ``sGCV(S)`` for every candidate; ``inf`` where the denominator vanishes
         or the residual is below the rounding error of its terms (a candidate
         that interpolates the batch).
     """
+    xp = array_module(candidates)
     c, p = candidates.shape[0], factors.evals.shape[0]
     D = 1.0 / (factors.evals + candidates[:, None])  # (c, p)
     lam = candidates - ridge_prev  # (c,) the increments Lambda_k
-    q0, q1, q2 = ((D @ factors.quad).view(c, 3, p) * D[:, None, :]).sum(-1).unbind(1)
-    l0, l1, tau = (D @ factors.lin).unbind(1)  # tau = tr(A T(S) A^T)
+    q = ((D @ factors.quad).reshape(c, 3, p) * D[:, None, :]).sum(-1)
+    q0, q1, q2 = q[:, 0], q[:, 1], q[:, 2]
+    lin = D @ factors.lin
+    l0, l1, tau = lin[:, 0], lin[:, 1], lin[:, 2]  # tau = tr(A T(S) A^T)
     # ||R||^2 - 2 sum_j D_j (q_j - lam m_j) + D^T (H o X X^T) D, as a polynomial in lam
     resid = factors.rnorm2 - 2.0 * l0 + q0 + lam * (2.0 * l1 - q1) + lam * lam * q2
     # A residual below the rounding error of its own terms is not a measurement: a
@@ -149,9 +207,9 @@ def sgcv_values(factors: SGCVFactors, ridge_prev: Tensor, candidates: Tensor) ->
     # Stability of Numerical Algorithms, 2nd ed., sec. 3.1).  It occurs when a small
     # ridge lets the head interpolate the batch (the denominator vanishes too), and
     # its value, 0 or 1e5 depending on rounding, must not pick the ridge.
-    terms = factors.rnorm2 + 2.0 * l0.abs() + q0.abs() + lam.abs() * (2.0 * l1.abs() + q1.abs()) + lam * lam * q2.abs()
-    resolved = resid > p * torch.finfo(resid.dtype).eps * terms
+    terms = factors.rnorm2 + 2.0 * abs(l0) + abs(q0) + abs(lam) * (2.0 * abs(l1) + abs(q1)) + lam * lam * abs(q2)
+    resolved = resid > p * xp.finfo(resid.dtype).eps * terms
     b, t = factors.n_rows, factors.n_targets
     n = b * t
     denom = (n - t * tau) ** 2
-    return torch.where(resolved & (denom > 0), n * resid.clamp_min(0.0) / denom, torch.inf)
+    return xp.where(resolved & (denom > 0), n * nonnegative(resid) / denom, math.inf)

@@ -1,7 +1,10 @@
 """One step of sampled limited-memory Tikhonov (slimTik) with sGCV ridge choice.
 
-Pure math on tensors: tensors in, a NamedTuple of new tensors out, inputs never
-mutated, ``@torch.no_grad()``, no scikit-learn import.  The stateful parts (the
+Pure math on small matrices: arrays in, a NamedTuple of new arrays out, inputs
+never mutated, no gradients recorded (``no_grad``), no scikit-learn import.  Every function
+takes torch tensors or NumPy arrays (not mixed) and answers in the same kind;
+the solver uses NumPy views on the CPU, where they cost a fifth of the per-call
+overhead (see :func:`sklearn_slimtrain._sgcv.array_module`).  The stateful parts (the
 ring buffer of recent Gram matrices, the running ridge) live in
 :mod:`sklearn_slimtrain._solver`.
 
@@ -50,10 +53,11 @@ alternatives in ``benchmarks/stability.py``.
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ._sgcv import SGCVFactors, sgcv_factors, sgcv_values
+from ._sgcv import Array, SGCVFactors, array_module, no_grad, nonnegative, sgcv_factors, sgcv_values
 
 __all__ = [
     "StepResult",
@@ -91,90 +95,109 @@ FINAL_GRID_SIZE = 253
 class TikhonovResult(NamedTuple):
     """Result of a full-data Tikhonov solve."""
 
-    coef: Tensor  # (p, t)
-    ridge: Tensor  # () the ridge lam of (1/N) sum 1/2||W z - y||^2 + lam/2 ||W||^2
+    coef: Array  # (p, t)
+    ridge: Array  # () the ridge lam of (1/N) sum 1/2||W z - y||^2 + lam/2 ||W||^2
 
 
 class StepResult(NamedTuple):
     """Result of one slimTik step."""
 
-    coef: Tensor  # (p, t) the new head W_k
-    ridge: Tensor  # () the new cumulative ridge S_k
-    gram: Tensor  # (p, p) A_k^T A_k, to be pushed into the memory
+    coef: Array  # (p, t) the new head W_k
+    ridge: Array  # () the new cumulative ridge S_k
+    gram: Array  # (p, p) A_k^T A_k, to be pushed into the memory
 
 
 _UNIT_GRID: dict = {}
 
 
-def _unit_grid(dtype: torch.dtype, device: torch.device, size: int) -> Tensor:
-    """``10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, size)``, cached per dtype, device and size."""
-    key = (dtype, str(device), size)
+def _unit_grid(like, size: int):
+    """``10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, size)`` as the kind, dtype and device of ``like``.
+
+    Cached per kind, dtype, device and size.
+    """
+    is_tensor = isinstance(like, Tensor)
+    key = (is_tensor, like.dtype, like.device if is_tensor else None, size)
     if key not in _UNIT_GRID:
-        exps = torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, size, dtype=torch.float64)
-        _UNIT_GRID[key] = torch.pow(10.0, exps).to(dtype=dtype, device=device)
+        grid = np.logspace(GRID_LOG10_LO, GRID_LOG10_HI, size)
+        _UNIT_GRID[key] = (torch.from_numpy(grid).to(dtype=like.dtype, device=like.device) if is_tensor
+                           else grid.astype(like.dtype))
     return _UNIT_GRID[key]
 
 
-@torch.no_grad()
-def symmetric_eigh(G: Tensor) -> tuple[Tensor, Tensor]:
-    """``torch.linalg.eigh`` with a float64 CPU retry when the device's solver fails.
+@no_grad
+def symmetric_eigh(G):
+    """``linalg.eigh`` of a tensor or array, with a float64 CPU retry when the solver fails.
 
     cuSOLVER's ``syevd`` in float32 can fail to converge on an ill-conditioned but
     finite Gram matrix; LAPACK's float64 driver on the symmetrised matrix does
     not in practice.  A non-finite ``G`` (non-finite features) is not retried:
-    the ``LinAlgError`` reaches the caller, which treats it as divergence.
+    the error reaches the caller, which treats it as divergence.  NumPy's
+    :class:`numpy.linalg.LinAlgError` is raised as :class:`torch.linalg.LinAlgError`,
+    so callers catch one type whichever library solved.
     """
+    xp = array_module(G)
     try:
-        return torch.linalg.eigh(G)
-    except torch.linalg.LinAlgError:
-        if not bool(torch.isfinite(G).all()):
-            raise
-        G64 = G.detach().to(device="cpu", dtype=torch.float64)
+        return xp.linalg.eigh(G)
+    except (torch.linalg.LinAlgError, np.linalg.LinAlgError) as error:
+        if not bool(xp.isfinite(G).all()):
+            if isinstance(error, torch.linalg.LinAlgError):
+                raise
+            raise torch.linalg.LinAlgError(str(error)) from error
+        G64 = torch.as_tensor(G).detach().to(device="cpu", dtype=torch.float64)
         evals, evecs = torch.linalg.eigh(0.5 * (G64 + G64.T))
+        if xp is np:
+            return evals.numpy().astype(G.dtype), evecs.numpy().astype(G.dtype)
         return evals.to(device=G.device, dtype=G.dtype), evecs.to(device=G.device, dtype=G.dtype)
 
 
-def global_candidates(gram: Tensor, size: int = GRID_SIZE) -> Tensor:
+def global_candidates(gram: Array, size: int = GRID_SIZE) -> Array:
     """Global log-spaced grid of cumulative ridges, relative to ``tr(G)/p``."""
-    scale = (torch.trace(gram) / gram.shape[0]).clamp_min(torch.finfo(gram.dtype).tiny)
-    return scale * _unit_grid(gram.dtype, gram.device, size)
+    xp = array_module(gram)
+    scale = xp.trace(gram) / gram.shape[0]
+    scale = xp.where(scale > 0, scale, xp.finfo(gram.dtype).tiny)
+    return scale * _unit_grid(gram, size)
 
 
-@torch.no_grad()
-def matlab_candidates(ridge_prev: Tensor) -> Tensor:
+@no_grad
+def matlab_candidates(ridge_prev: Array) -> Array:
     """The published MATLAB rule: ``S +- logspace(-16, log10(S/2), 30)``, ``S >= 1e-7``.
 
     The cumulative ridge can move by at most a factor 1.5 up or 2 down per step.
     """
-    s = ridge_prev.clamp_min(MATLAB_FLOOR)
-    unit = torch.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype, device=s.device)
-    steps = torch.pow(10.0, -16.0 + unit * (torch.log10(s / 2) + 16.0))
-    return torch.cat((s - steps.flip(0), s.reshape(1), s + steps)).clamp_min(MATLAB_FLOOR)
+    xp = array_module(ridge_prev)
+    s = xp.where(ridge_prev > MATLAB_FLOOR, ridge_prev, MATLAB_FLOOR)
+    unit = xp.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype)
+    if xp is torch:
+        unit = unit.to(s.device)
+    steps = 10.0 ** (-16.0 + unit * (xp.log10(s / 2) + 16.0))
+    cands = xp.concatenate((s - xp.flip(steps, (0,)), s.reshape(1), s + steps))
+    return xp.where(cands > MATLAB_FLOOR, cands, MATLAB_FLOOR)
 
 
-@torch.no_grad()
-def select_ridge(values: Tensor, candidates: Tensor) -> Tensor:
+@no_grad
+def select_ridge(values: Array, candidates: Array) -> Array:
     """Index-free argmin of the sGCV values, ties broken towards the larger ridge.
 
     Stays on the device (no host synchronisation).
     """
-    values = torch.nan_to_num(values, nan=math.inf)
+    xp = array_module(values)
+    values = xp.where(xp.isnan(values), math.inf, values)
     vmin = values.min()
-    tied = values <= vmin + TIE_RTOL * vmin.abs()
+    tied = values <= vmin + TIE_RTOL * abs(vmin)
     # Largest candidate among the ties (candidates need not be sorted).
-    return torch.where(tied, candidates, -math.inf).max()
+    return xp.where(tied, candidates, -math.inf).max()
 
 
-@torch.no_grad()
+@no_grad
 def slimtik_step(
-    A: Tensor,
-    B: Tensor,
-    coef: Tensor,
-    ridge_prev: Tensor,
-    memory_gram: Tensor,
+    A: Array,
+    B: Array,
+    coef: Array,
+    ridge_prev: Array,
+    memory_gram: Array,
     *,
     ridge_fixed: float | None,
-    ridge_ref: Tensor,
+    ridge_ref: Array,
     max_change: float,
     weight: float = 1.0,
     rule: str = "global",
@@ -187,9 +210,9 @@ def slimtik_step(
 
     Parameters
     ----------
-    A : Tensor of shape (b, p)
+    A : array of shape (b, p)
         Scaled features of the current batch (rows divided by ``sqrt(n_batch)``).
-    B : Tensor of shape (b, t)
+    B : array of shape (b, t)
         Scaled targets of the current batch.
     coef, ridge_prev, memory_gram, ridge_fixed, ridge_ref, max_change, weight, rule
         As in :func:`slimtik_update`.
@@ -205,48 +228,49 @@ def slimtik_step(
     )
 
 
-@torch.no_grad()
+@no_grad
 def slimtik_update(
-    gram: Tensor,
-    cross: Tensor,
-    rnorm2: Tensor,
+    gram: Array,
+    cross: Array,
+    rnorm2: Array,
     n_rows: int,
-    coef: Tensor,
-    ridge_prev: Tensor,
-    memory_gram: Tensor,
+    coef: Array,
+    ridge_prev: Array,
+    memory_gram: Array | None,
     *,
     ridge_fixed: float | None,
-    ridge_ref: Tensor,
+    ridge_ref: Array,
     max_change: float,
     weight: float = 1.0,
     rule: str = "global",
-    batch: Tensor | None = None,
+    batch: Array | None = None,
 ) -> StepResult:
     """One slimTik step (3.7) from the batch's sufficient statistics.
 
     Parameters
     ----------
-    gram : Tensor of shape (p, p)
+    gram : array of shape (p, p)
         ``C = A^T A`` of the scaled batch matrix ``A`` (rows divided by
         ``sqrt(n_batch)``).
-    cross : Tensor of shape (p, t)
+    cross : array of shape (p, t)
         ``A^T R`` with ``R = B - A W_{k-1}`` the scaled residual of the
         previous head on the batch.
-    rnorm2 : Tensor of shape ()
+    rnorm2 : array of shape ()
         ``||R||_F^2``, computed from ``R`` itself (not expanded), so that a
         small residual is not lost to cancellation.
     n_rows : int
         ``b``, the number of rows of ``A`` (for the sGCV count).
-    coef : Tensor of shape (p, t)
+    coef : array of shape (p, t)
         Previous head ``W_{k-1}``.
-    ridge_prev : Tensor of shape ()
+    ridge_prev : array of shape ()
         Previous cumulative ridge ``S_{k-1}`` (0 before the first step).
-    memory_gram : Tensor of shape (p, p)
-        ``M_k^T M_k``, the summed Gram matrices of the blocks in memory.
+    memory_gram : array of shape (p, p) or None
+        ``M_k^T M_k``, the summed Gram matrices of the blocks in memory (None:
+        no memory, ``r = 0``).
     ridge_fixed : float or None
         A fixed per-step ridge ``lam`` (``S_k = S_{k-1} + weight * lam``), or None
         to choose ``S_k`` by sGCV.
-    ridge_ref : Tensor of shape ()
+    ridge_ref : array of shape ()
         Cumulative ridge to start from at the first step (``S_0 = 0``):
         ``ridge_init`` times the batch fraction.
     max_change : float
@@ -258,9 +282,11 @@ def slimtik_update(
     rule : {"global", "matlab"}, default="global"
         Candidate set for sGCV: the global grid with bounded steps, or the
         published MATLAB window around ``S_{k-1}`` (for comparison only).
-    batch : Tensor of shape (b, p), optional
+    batch : array of shape (b, p), optional
         ``A`` itself, when it has few rows (a dense head): then ``H = U^T U``
         with ``U = A V``.
+
+    All arrays are torch tensors on one device, or all are NumPy arrays.
 
     Returns
     -------
@@ -277,7 +303,8 @@ def slimtik_update(
     ``eps ||A||^2``, which matters for a batch with fewer rows than weights at a
     tiny ridge, where the sGCV denominator nearly vanishes.
     """
-    G = memory_gram + gram
+    xp = array_module(gram)
+    G = gram if memory_gram is None else memory_gram + gram
     evals, evecs = symmetric_eigh(G)
     Q = evecs.T @ cross
     P = evecs.T @ coef
@@ -291,22 +318,22 @@ def slimtik_update(
             H = U.T @ U
         factors = sgcv_factors(evals, H, Q, P, rnorm2, n_rows)
         if rule == "matlab":
-            cands = matlab_candidates(torch.where(ridge_prev > 0, ridge_prev, ridge_ref))
+            cands = matlab_candidates(xp.where(ridge_prev > 0, ridge_prev, ridge_ref))
             ridge = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
         else:
             cands = global_candidates(G)
             best = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
-            ref = torch.where(ridge_prev > 0, ridge_prev, ridge_ref)
-            lo = (ref * (1.0 - max_change)).clamp_min(cands[0])
-            ridge = torch.minimum(torch.maximum(best, lo), ref * (1.0 + max_change))
+            ref = xp.where(ridge_prev > 0, ridge_prev, ridge_ref)
+            lo = xp.maximum(ref * (1.0 - max_change), cands[0])
+            ridge = xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
     lam = ridge - ridge_prev
-    step = evecs @ ((Q - lam * P) / (evals.clamp_min(0.0) + ridge)[:, None])
+    step = evecs @ ((Q - lam * P) / (nonnegative(evals) + ridge)[:, None])
     return StepResult(coef=coef + step, ridge=ridge, gram=gram)
 
 
-@torch.no_grad()
+@no_grad
 def tikhonov_from_gram(
-    gram: Tensor, cross: Tensor, ynorm2: Tensor, n_rows: int, *, ridge: float | None
+    gram: Array, cross: Array, ynorm2: Array, n_rows: int, *, ridge: float | None
 ) -> TikhonovResult:
     """Tikhonov head on a whole data set from its sufficient statistics, ridge by GCV.
 
@@ -321,9 +348,9 @@ def tikhonov_from_gram(
 
     Parameters
     ----------
-    gram : Tensor of shape (p, p)
-    cross : Tensor of shape (p, t)
-    ynorm2 : Tensor of shape ()
+    gram : array of shape (p, p)
+    cross : array of shape (p, t)
+    ynorm2 : Array of shape ()
     n_rows : int
         Rows of the stacked system, for the GCV count: ``N`` for a dense head,
         ``N`` times the output positions for a convolution.  The statistics are
@@ -335,22 +362,25 @@ def tikhonov_from_gram(
     -------
     TikhonovResult
     """
+    xp = array_module(gram)
     evals, evecs = symmetric_eigh(gram)
-    evals = evals.clamp_min(0.0)
+    evals = nonnegative(evals)
     Q = evecs.T @ cross
     if ridge is None:
-        zeros = torch.zeros_like(gram)
+        zeros = xp.zeros_like(gram)
         qq = (Q * Q).sum(1)
         factors = SGCVFactors(  # W_prev = 0 (P = 0) and H = diag(d)
             evals=evals,
-            quad=torch.cat((torch.diag(evals * qq), zeros, zeros), dim=1),
-            lin=torch.stack((qq, torch.zeros_like(evals), evals), dim=1),
+            quad=xp.concatenate((xp.diag(evals * qq), zeros, zeros), axis=1),
+            lin=xp.stack((qq, xp.zeros_like(evals), evals), axis=1),
             rnorm2=ynorm2,
             n_rows=n_rows,
             n_targets=cross.shape[1],
         )
         cands = global_candidates(gram, FINAL_GRID_SIZE)
-        lam = select_ridge(sgcv_values(factors, torch.zeros_like(ynorm2), cands), cands)
+        lam = select_ridge(sgcv_values(factors, xp.zeros_like(ynorm2), cands), cands)
     else:
-        lam = torch.tensor(float(ridge), dtype=gram.dtype, device=gram.device)
+        lam = xp.asarray(float(ridge), dtype=gram.dtype)
+        if xp is torch:
+            lam = lam.to(gram.device)
     return TikhonovResult(coef=evecs @ (Q / (evals + lam)[:, None]), ridge=lam)

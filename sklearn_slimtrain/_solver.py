@@ -5,16 +5,49 @@ structure (dense or convolutional) is in :mod:`sklearn_slimtrain._heads`, the
 math in :mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
 """
 
+import contextlib
 import math
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from ._memory import GramMemory
 from ._slimtik import slimtik_update, tikhonov_from_gram
 
 __all__ = ["SlimTikHead"]
+
+
+# Largest q (weights per target) whose CPU step runs in NumPy.  Up to it a step's
+# ~120 small operations cost more in per-call overhead (3-7 us each in torch, ~1 us
+# in NumPy: about 0.5 ms a step) than in arithmetic; above it the eigendecomposition
+# dominates (2 ms at q = 129 on one core, ~10 ms at q = 257, the same in both
+# libraries on one thread) and torch's LAPACK may use every core.  Measured with
+# benchmarks/overhead.py --head-only.
+HOST_MAX_WEIGHTS = 128
+
+_BLAS = []  # the ThreadpoolController of NumPy's BLAS, found once per process
+
+
+def _blas_one_thread():
+    """Context that runs NumPy's BLAS on one thread (``threadpoolctl``).
+
+    NumPy's OpenBLAS starts its own threads for some small products; next to
+    torch's OpenMP threads, which spin for a while after each of their parallel
+    regions, they oversubscribe the cores and a step takes several times longer
+    (measured: 12-36 ms instead of 4 ms at width 32-64 on 2 cores).  The head's
+    matrices are small enough for one thread.  Finding the libraries costs ~1 ms
+    once; entering the limit costs ~10 us.
+    """
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController().select(user_api="blas"))
+    return _BLAS[0].limit(limits=1)
+
+
+def _host(x):
+    """A NumPy view of a CPU tensor (shared memory); arrays and None pass through."""
+    return x.numpy() if isinstance(x, Tensor) else x
 
 
 class SlimTikHead:
@@ -44,6 +77,9 @@ class SlimTikHead:
         Where the head is solved (float64 by default).
     rule : {"global", "matlab"}
         sGCV candidate rule, see :mod:`sklearn_slimtrain._slimtik`.
+    host : bool or None
+        Solve the step in NumPy (CPU only).  None: on the CPU when
+        ``q <= HOST_MAX_WEIGHTS``.  For tests and benchmarks.
     """
 
     def __init__(
@@ -58,8 +94,10 @@ class SlimTikHead:
         dtype: torch.dtype,
         device: torch.device,
         rule: str = "global",
+        host: bool | None = None,
     ):
         self.batch_size = int(batch_size)
+        self.host = host
         self.fixed = None if ridge is None else float(ridge)
         self.max_change = float(max_change)
         self.rule = rule
@@ -77,33 +115,79 @@ class SlimTikHead:
     def dtype(self) -> torch.dtype:
         return self.coef.dtype
 
+    @property
+    def on_host(self) -> bool:
+        """Whether :meth:`step` solves in NumPy (a CPU head with at most ``HOST_MAX_WEIGHTS`` rows)."""
+        if self.coef.device.type != "cpu":
+            return False
+        host = getattr(self, "host", None)  # absent from heads pickled by older versions
+        return self.coef.shape[0] <= HOST_MAX_WEIGHTS if host is None else bool(host)
+
+    @contextlib.contextmanager
+    def stepping(self):
+        """Context for a run of :meth:`step` calls.
+
+        When solving in NumPy: NumPy's BLAS on one thread, and no NumPy warnings
+        for overflow or NaN.  A diverging run overflows; torch does not warn
+        about it, and the estimator's finiteness check after every epoch reports
+        it with its own warning, whichever library solved.
+        """
+        if not self.on_host:
+            yield
+            return
+        with _blas_one_thread(), np.errstate(all="ignore"):
+            yield
+
     def step(self, features: Tensor, targets: Tensor) -> Tensor:
         """One slimTik step on a batch; returns the new head ``W_k`` (``q x t``).
 
         ``features`` (the extractor's output for ``b`` samples) and ``targets``
         (``b x outputs``) are in the head's dtype and on its device.  No host
         synchronisation.
+
+        On the CPU, for ``q <= HOST_MAX_WEIGHTS``, the step's small-matrix
+        algebra (one ``q x q`` eigendecomposition and about a hundred ``q x q``
+        or ``q x t`` operations, and the dense layout's statistics) runs on
+        NumPy views of the same memory: at the paper's sizes its cost is the
+        per-call overhead, which is a few times smaller in NumPy than in torch.
+        Call it inside :meth:`stepping`.  A convolutional layout forms its
+        statistics with torch.  On an accelerator everything stays in torch on
+        the device.
         """
         b = features.shape[0]
-        stats = self.layout.stats(features, targets, self.coef)
-        scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
+        host = self.on_host
+        if host and self.layout.kind == "dense":  # a few products: cheaper in NumPy too
+            stats = self.layout.stats(features.numpy(), targets.numpy(), self.coef.numpy())
+        else:
+            stats = self.layout.stats(features, targets, self.coef)
         self.n_seen += b
-        ridge_ref = self.per_step * (self.n_seen / self.batch_size)
+        gram, cross, rnorm2, batch, coef, ridge_prev, per_step = (
+            _host(x) if host else x
+            for x in (stats.gram, stats.cross, stats.rnorm2, stats.batch, self.coef, self.ridge, self.per_step))
+        memory = None
+        if self.memory.depth:
+            memory = self.memory.total()
+            memory = memory.numpy() if host else memory
+        if batch is not None:
+            batch = batch * math.sqrt(1.0 / self.batch_size)
+        scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
         result = slimtik_update(
-            stats.gram * scale2,
-            stats.cross * scale2,
-            stats.rnorm2 * scale2,
+            gram * scale2,
+            cross * scale2,
+            rnorm2 * scale2,
             stats.n_rows,
-            self.coef,
-            self.ridge,
-            self.memory.total(),
+            coef,
+            ridge_prev,
+            memory,
             ridge_fixed=self.fixed,
-            ridge_ref=ridge_ref,
+            ridge_ref=per_step * (self.n_seen / self.batch_size),
             max_change=self.max_change,
             weight=b / self.batch_size,
             rule=self.rule,
-            batch=None if stats.batch is None else stats.batch * math.sqrt(scale2),
+            batch=batch,
         )
+        if host:  # back to tensors (np.asarray: NumPy returns scalars from reductions)
+            result = type(result)(*(torch.from_numpy(np.asarray(x, dtype=coef.dtype)) for x in result))
         self.memory.push(result.gram)
         self.coef, self.ridge = result.coef, result.ridge
         if self.fixed is None:

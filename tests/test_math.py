@@ -11,6 +11,9 @@ from sklearn_slimtrain._slimtik import (
     matlab_candidates,
     select_ridge,
     slimtik_step,
+    slimtik_update,
+    symmetric_eigh,
+    tikhonov_from_gram,
 )
 
 D64 = torch.float64
@@ -82,30 +85,82 @@ def test_sgcv_multitarget_counts_rows_and_trace_per_target():
     np.testing.assert_allclose(three, one, rtol=1e-10)
 
 
+# The math takes torch tensors or NumPy arrays (the solver's CPU path) and answers in kind.
+LIBS = {"torch": lambda v: torch.tensor(v, dtype=D64), "numpy": lambda v: np.array(v, dtype=np.float64)}
+
+
+def _numpy(x):
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+@pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("fixed", [0.05, None])
-def test_slimtik_step_matches_stacked_least_squares(fixed):
+def test_slimtik_step_matches_stacked_least_squares(fixed, lib):
     rng = np.random.default_rng(3)
     A, B, W, M = _problem(rng, 5, 6, 2, 2)
     S_prev = 0.2
-    At, Bt, Wt, Mt = (torch.tensor(v, dtype=D64) for v in (A, B, W, M))
-    copies = [v.clone() for v in (At, Bt, Wt, Mt)]
+    At, Bt, Wt, Mt = (LIBS[lib](v) for v in (A, B, W, M))
+    copies = [v.copy() for v in (A, B, W, M)]
     mem = Mt.T @ Mt
     res = slimtik_step(
-        At, Bt, Wt, torch.tensor(S_prev, dtype=D64), mem,
-        ridge_fixed=fixed, ridge_ref=torch.tensor(S_prev, dtype=D64), max_change=np.inf,
+        At, Bt, Wt, LIBS[lib](S_prev), mem,
+        ridge_fixed=fixed, ridge_ref=LIBS[lib](S_prev), max_change=np.inf,
     )
+    kind = torch.Tensor if lib == "torch" else np.ndarray
+    assert isinstance(res.coef, kind) and isinstance(res.gram, kind)
     S = float(res.ridge)
     if fixed is not None:
         assert S == pytest.approx(S_prev + fixed)
     else:  # the chosen ridge is the brute-force GCV minimiser over the same grid
-        cands = global_candidates(mem + At.T @ At).numpy()
+        cands = _numpy(global_candidates(mem + At.T @ At))
         ref = [_bruteforce_gcv(A, B, W, M, S_prev, s) for s in cands]
         assert S == pytest.approx(cands[int(np.argmin(ref))], rel=1e-12)
     w_ref, _, _ = _bruteforce_step(A, B, W, M, S_prev, S)
-    np.testing.assert_allclose(res.coef.numpy(), w_ref, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(res.gram.numpy(), A.T @ A, rtol=1e-12)
+    np.testing.assert_allclose(_numpy(res.coef), w_ref, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(_numpy(res.gram), A.T @ A, rtol=1e-12)
     for before, after in zip(copies, (At, Bt, Wt, Mt)):
-        assert torch.equal(before, after), "inputs must not be mutated"
+        np.testing.assert_array_equal(_numpy(after), before, err_msg="inputs must not be mutated")
+
+
+@pytest.mark.parametrize("rule", ["global", "matlab"])
+@pytest.mark.parametrize("memory", [True, False])
+def test_numpy_and_torch_arrays_give_the_same_step(rule, memory):
+    rng = np.random.default_rng(11)
+    A, B, W, M = _problem(rng, 9, 5, 3, 2)
+    mem = M.T @ M if memory else None
+    R = B - A @ W
+    args = (A.T @ A, A.T @ R, (R * R).sum(), A.shape[0], W, 0.4, mem)
+    kw = dict(ridge_fixed=None, ridge_ref=0.4, max_change=0.5, rule=rule, batch=A)
+    out = {}
+    for lib, conv in LIBS.items():
+        wrap = (lambda v: v if v is None or isinstance(v, int) else conv(v))
+        out[lib] = slimtik_update(*(wrap(v) for v in args), **{k: wrap(v) if k in ("ridge_ref", "batch") else v
+                                                                   for k, v in kw.items()})
+    assert float(out["numpy"].ridge) == pytest.approx(float(out["torch"].ridge), rel=1e-12)
+    np.testing.assert_allclose(out["numpy"].coef, out["torch"].coef.numpy(), rtol=1e-10, atol=1e-12)
+    full = {lib: tikhonov_from_gram(conv(A.T @ A), conv(A.T @ B), conv((B * B).sum()), 9, ridge=None)
+            for lib, conv in LIBS.items()}
+    assert float(full["numpy"].ridge) == pytest.approx(float(full["torch"].ridge), rel=1e-12)
+    np.testing.assert_allclose(full["numpy"].coef, full["torch"].coef.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_symmetric_eigh_on_nonfinite_numpy_raises_torch_error_or_returns_nonfinite():
+    # The estimator catches one error type (torch's) for divergence, whichever library
+    # solved, and checks the weights' finiteness after every epoch: NumPy's failure to
+    # converge must arrive as torch's error, a partial NaN as a non-finite result.
+    with pytest.raises(torch.linalg.LinAlgError):
+        symmetric_eigh(np.full((3, 3), np.nan))
+    G = np.eye(3)
+    G[0, 1] = G[1, 0] = np.nan
+    try:
+        evals, _ = symmetric_eigh(G)
+    except torch.linalg.LinAlgError:
+        pass
+    else:
+        assert not np.isfinite(evals).all()
+    evals, evecs = symmetric_eigh(np.diag([3.0, 1.0, 2.0]))
+    np.testing.assert_allclose(evals, [1.0, 2.0, 3.0])
+    assert isinstance(evecs, np.ndarray)
 
 
 def test_bounded_step_clips_the_sgcv_minimiser():
@@ -124,20 +179,22 @@ def test_bounded_step_clips_the_sgcv_minimiser():
     assert float(first.ridge) == pytest.approx(1.5e-9, rel=1e-12)  # moves up from ridge_ref, bounded
 
 
-def test_matlab_candidates_window():
-    S = torch.tensor(1e-2, dtype=D64)
+@pytest.mark.parametrize("lib", LIBS)
+def test_matlab_candidates_window(lib):
+    S = LIBS[lib](1e-2)
     c = matlab_candidates(S)
     assert c.shape == (61,)
     assert float(c.min()) == pytest.approx(0.5e-2) and float(c.max()) == pytest.approx(1.5e-2)
-    tiny = matlab_candidates(torch.tensor(1e-9, dtype=D64))
+    tiny = matlab_candidates(LIBS[lib](1e-9))
     assert float(tiny.min()) >= 1e-7  # the published floor
 
 
-def test_select_ridge_breaks_ties_towards_larger_ridge():
-    cands = torch.tensor([1e-6, 1e-4, 1e-2, 1.0], dtype=D64)
-    values = torch.tensor([1.0, 1.0, 1.0 + 1e-12, 2.0], dtype=D64)
+@pytest.mark.parametrize("lib", LIBS)
+def test_select_ridge_breaks_ties_towards_larger_ridge(lib):
+    cands = LIBS[lib]([1e-6, 1e-4, 1e-2, 1.0])
+    values = LIBS[lib]([1.0, 1.0, 1.0 + 1e-12, 2.0])
     assert float(select_ridge(values, cands)) == pytest.approx(1e-2)
-    values = torch.tensor([float("nan"), 3.0, 2.0, 5.0], dtype=D64)
+    values = LIBS[lib]([float("nan"), 3.0, 2.0, 5.0])
     assert float(select_ridge(values, cands)) == pytest.approx(1e-2)
 
 

@@ -1,0 +1,93 @@
+"""The CPU step solved on NumPy views against the same step in torch."""
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+from torch import nn
+
+from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain import _solver as solver
+from sklearn_slimtrain._heads import DenseLayout
+from sklearn_slimtrain._solver import HOST_MAX_WEIGHTS, SlimTikHead
+from sklearn_slimtrain.datasets import make_peaks
+
+CPU = torch.device("cpu")
+
+
+def _head(host, q=6, t=2, memory=3, ridge=None, rule="global", dtype=torch.float64):
+    return SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=memory, batch_size=8, ridge=ridge, ridge_init=1.0,
+                       max_change=0.5, dtype=dtype, device=CPU, rule=rule, host=host)
+
+
+@pytest.mark.parametrize("ridge, rule", [(None, "global"), (None, "matlab"), (1e-3, "global")])
+@pytest.mark.parametrize("memory", [0, 3])
+def test_numpy_and_torch_steps_follow_the_same_path(ridge, rule, memory):
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    heads = {host: _head(host, memory=memory, ridge=ridge, rule=rule) for host in (True, False)}
+    assert heads[True].on_host and not heads[False].on_host
+    for k in range(25):
+        n = 8 if k % 5 else 11  # a merged (longer) batch now and then
+        Z = torch.randn(n, 5, generator=g, dtype=torch.float64)
+        Y = Z @ W + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+        coefs = {host: head.step(Z, Y) for host, head in heads.items()}
+        assert isinstance(coefs[True], torch.Tensor) and coefs[True].dtype == torch.float64
+        torch.testing.assert_close(coefs[True], coefs[False], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(heads[True].ridge_path(), heads[False].ridge_path(), rtol=1e-9)
+    torch.testing.assert_close(heads[True].memory.total(), heads[False].memory.total(), rtol=1e-12, atol=0)
+    assert len(heads[True].ridge_path()) == 25
+
+
+def test_numpy_step_keeps_a_float32_head_in_float32():
+    head = _head(True, dtype=torch.float32)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        coef = head.step(torch.randn(8, 5, generator=g), torch.randn(8, 2, generator=g))
+    assert coef.dtype == torch.float32 and head.ridge.dtype == torch.float32
+    assert head.ridge_path().shape == (3,) and np.isfinite(head.ridge_path()).all()
+
+
+def test_large_heads_and_accelerators_stay_in_torch():
+    assert not _head(None, q=HOST_MAX_WEIGHTS + 1).on_host
+    assert _head(None, q=HOST_MAX_WEIGHTS).on_host
+
+
+class _RecordBlasThreads(nn.Module):
+    """Identity features that record the BLAS thread counts seen during training."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(2))
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+        return torch.tanh(x * self.scale)
+
+
+def test_fit_runs_numpys_blas_on_one_thread_and_restores_it():
+    # NumPy's BLAS threads next to torch's OpenMP threads oversubscribe the cores (a step
+    # several times slower); the estimator limits them to one for its epochs only.
+    X, y = make_peaks(64, random_state=0)
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    model = SlimTrainRegressor(_RecordBlasThreads(), batch_size=16, max_iter=2, random_state=0).fit(X, y)
+    seen = model.feature_extractor_.seen[-8:]  # the 2 x 4 steps (before them: the set-up probe)
+    assert before and all(counts == [1] * len(before) for counts in seen)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_estimator_results_match_the_torch_step(monkeypatch):
+    # The whole fit (extractor updates through the solved head included) follows the
+    # torch step to rounding; a float64 network keeps the comparison tight.
+    X, y = make_peaks(96, random_state=1)
+    preds = {}
+    for limit in (HOST_MAX_WEIGHTS, 0):
+        monkeypatch.setattr(solver, "HOST_MAX_WEIGHTS", limit)
+        torch.manual_seed(0)  # the same initial extractor
+        model = SlimTrainRegressor(ResNetFeatures(2, width=6), batch_size=16, max_iter=3, dtype="float64",
+                                   memory_depth=2, random_state=0).fit(X, y)
+        assert model._head.on_host is (limit > 0)
+        preds[limit] = model.predict(X)
+    np.testing.assert_allclose(preds[HOST_MAX_WEIGHTS], preds[0], rtol=1e-8, atol=1e-10)
