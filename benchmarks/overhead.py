@@ -3,8 +3,9 @@
 slimTrain runs with ``refit_head=False``: this measures the per-epoch cost; the
 final head solve of ``fit`` is one extra forward pass over the data, once.
 
-The two are timed alternately in one run (best of ``--repeats``), on the CPU and,
-when available, on CUDA:
+The two are timed alternately in one run, ``--repeats`` pairs, on the CPU and, when
+available, on CUDA; the table gives the median of the pairs' ratios (each pair ran
+under the same machine load), the ratio of the best times, and the range:
 
 * peaks, ResNet width 8, batch 32 (paper's section 4.1 sizes);
 * our CDR stand-in (55 inputs, 72 outputs), 400 rows, width 16, batch 10 (section 4.2 sizes);
@@ -14,27 +15,30 @@ when available, on CUDA:
 the CPU with its algebra in NumPy against torch, for heads of ``q`` = 9 to 257
 weights and 1 or 72 targets: the measurement behind ``HOST_MAX_WEIGHTS``.
 
-    python benchmarks/overhead.py [--repeats 3] [--quick] [--head-only]
+    python benchmarks/overhead.py [--repeats 7] [--threads N] [--quick] [--head-only]
 """
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fit_adam, machine, markdown_table  # noqa: E402
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain._heads import DenseLayout  # noqa: E402
-from sklearn_slimtrain._solver import HOST_MAX_WEIGHTS, SlimTikHead  # noqa: E402
 from sklearn_slimtrain.datasets import make_cdr, make_peaks  # noqa: E402
 
 
 def head_step_time(q, t, batch, host, steps):
     """Seconds per ``SlimTikHead.step`` (dense head, sGCV, memory 5) on random CPU features."""
+    from sklearn_slimtrain._heads import DenseLayout
+    from sklearn_slimtrain._solver import SlimTikHead
+
     g = torch.Generator().manual_seed(0)
     Z = torch.randn(steps, batch, q - 1, generator=g, dtype=torch.float64)
     Y = torch.randn(steps, batch, t, generator=g, dtype=torch.float64)
@@ -49,6 +53,8 @@ def head_step_time(q, t, batch, host, steps):
 
 
 def head_only(repeats, quick):
+    from sklearn_slimtrain._solver import HOST_MAX_WEIGHTS
+
     rows = []
     sizes = [(9, 1, 32), (17, 72, 10)] if quick else [(9, 1, 32), (17, 72, 10), (33, 1, 32), (65, 1, 64),
                                                       (129, 1, 128), (257, 1, 256)]
@@ -73,11 +79,14 @@ def cases(quick):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--quick", action="store_true", help="tiny data, one repeat (smoke test)")
     parser.add_argument("--head-only", action="store_true", help="time one head step, NumPy against torch")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.head_only:
         head_only(repeats, args.quick)
         return
@@ -89,7 +98,7 @@ def main(argv=None):
     for device in devices:
         for name, (X, y), width, batch in cases(args.quick):
             slim, adam = [], []
-            for _ in range(repeats):  # alternate, keep the best of each
+            for _ in range(repeats):  # alternate: each pair runs under the same machine load
                 ext = ResNetFeatures(X.shape[1], width=width)
                 start = time.perf_counter()
                 SlimTrainRegressor(ext, batch_size=batch, max_iter=1, refit_head=False, device=device,
@@ -99,9 +108,13 @@ def main(argv=None):
                 start = time.perf_counter()
                 fit_adam(X, y, extractor=ext, batch_size=batch, epochs=1, device=device)
                 adam.append(time.perf_counter() - start)
-            rows.append((device, name, len(X), min(slim) / min(adam)))
+            pairs = np.array(slim) / np.array(adam)
+            rows.append((device, name, len(X), float(np.median(pairs)), min(slim) / min(adam),
+                         f"{pairs.min():.2f}-{pairs.max():.2f}", 1e3 * min(slim) / math.ceil(len(X) / batch),
+                         1e3 * min(adam) / math.ceil(len(X) / batch)))
     print(f"# epoch time slimTrain / Adam, same network ({machine()})\n")
-    print(markdown_table(["device", "case", "rows", "slimTrain / Adam"], rows))
+    print(markdown_table(["device", "case", "rows", "slimTrain / Adam (median of pairs)", "best / best",
+                          "range of pairs", "slimTrain ms/step (best)", "Adam ms/step (best)"], rows))
 
 
 if __name__ == "__main__":

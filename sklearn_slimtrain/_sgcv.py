@@ -62,7 +62,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Array", "SGCVFactors", "array_module", "no_grad", "nonnegative", "sgcv_factors", "sgcv_values"]
+__all__ = ["Array", "SGCVFactors", "array_module", "at_least", "no_grad", "nonnegative", "sgcv_factors",
+           "sgcv_values"]
 
 # A torch tensor or a NumPy array (the two are never mixed in one call).
 Array = Tensor | np.ndarray
@@ -86,13 +87,18 @@ def array_module(x):
     return torch if isinstance(x, torch.Tensor) else np
 
 
-def nonnegative(x):
-    """``max(x, 0)`` elementwise, in the library of ``x``.
+def at_least(x, floor: float):
+    """``max(x, floor)`` elementwise, in the library of ``x``, without a host synchronisation.
 
     ``numpy.maximum`` takes a scalar, ``torch.maximum`` does not; ``where`` would
     serve both but costs five times NumPy's ``maximum`` on small arrays.
     """
-    return x.clamp_min(0.0) if isinstance(x, Tensor) else np.maximum(x, 0.0)
+    return x.clamp_min(floor) if isinstance(x, Tensor) else np.maximum(x, floor)
+
+
+def nonnegative(x):
+    """``max(x, 0)`` elementwise, in the library of ``x``."""
+    return at_least(x, 0.0)
 
 
 def no_grad(fn):
@@ -161,7 +167,7 @@ def sgcv_factors(evals: Array, H: Array, Q: Array, P: Array, rnorm2: Array, n_ro
     QQ = Q @ Q.T
     QP = Q @ P.T
     quad = xp.concatenate((H * QQ, H * (QP + QP.T), H * (P @ P.T)), axis=1)
-    lin = xp.stack(((Q * Q).sum(1), (Q * P).sum(1), xp.diagonal(H)), axis=1)
+    lin = xp.concatenate(((Q * Q).sum(1)[:, None], (Q * P).sum(1)[:, None], xp.diagonal(H)[:, None]), axis=1)
     return SGCVFactors(
         evals=nonnegative(evals),
         quad=quad,

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._sgcv import Array, SGCVFactors, array_module, no_grad, nonnegative, sgcv_factors, sgcv_values
+from ._sgcv import Array, SGCVFactors, array_module, at_least, no_grad, nonnegative, sgcv_factors, sgcv_values
 
 __all__ = [
     "StepResult",
@@ -152,9 +152,7 @@ def symmetric_eigh(G):
 
 def global_candidates(gram: Array, size: int = GRID_SIZE) -> Array:
     """Global log-spaced grid of cumulative ridges, relative to ``tr(G)/p``."""
-    xp = array_module(gram)
-    scale = xp.trace(gram) / gram.shape[0]
-    scale = xp.where(scale > 0, scale, xp.finfo(gram.dtype).tiny)
+    scale = at_least(gram.trace() / gram.shape[0], array_module(gram).finfo(gram.dtype).tiny)
     return scale * _unit_grid(gram, size)
 
 
@@ -165,13 +163,13 @@ def matlab_candidates(ridge_prev: Array) -> Array:
     The cumulative ridge can move by at most a factor 1.5 up or 2 down per step.
     """
     xp = array_module(ridge_prev)
-    s = xp.where(ridge_prev > MATLAB_FLOOR, ridge_prev, MATLAB_FLOOR)
+    s = at_least(ridge_prev, MATLAB_FLOOR)
     unit = xp.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype)
     if xp is torch:
         unit = unit.to(s.device)
     steps = 10.0 ** (-16.0 + unit * (xp.log10(s / 2) + 16.0))
     cands = xp.concatenate((s - xp.flip(steps, (0,)), s.reshape(1), s + steps))
-    return xp.where(cands > MATLAB_FLOOR, cands, MATLAB_FLOOR)
+    return at_least(cands, MATLAB_FLOOR)
 
 
 @no_grad

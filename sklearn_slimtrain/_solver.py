@@ -186,12 +186,13 @@ class SlimTikHead:
             rule=self.rule,
             batch=batch,
         )
+        per_step = per_step if self.fixed is not None else result.ridge * (self.batch_size / self.n_seen)
         if host:  # back to tensors (np.asarray: NumPy returns scalars from reductions)
-            result = type(result)(*(torch.from_numpy(np.asarray(x, dtype=coef.dtype)) for x in result))
-        self.memory.push(result.gram)
-        self.coef, self.ridge = result.coef, result.ridge
-        if self.fixed is None:
-            self.per_step = self.ridge * (self.batch_size / self.n_seen)
+            result, per_step = [torch.from_numpy(np.asarray(x, dtype=coef.dtype)) for x in result], torch.from_numpy(
+                np.asarray(per_step, dtype=coef.dtype))
+        self.coef, self.ridge, gram = result
+        self.memory.push(gram)
+        self.per_step = per_step
         self._pending.append(self.per_step)
         return self.coef
 
