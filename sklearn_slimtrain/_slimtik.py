@@ -118,9 +118,8 @@ def _unit_grid(like, size: int):
     is_tensor = isinstance(like, Tensor)
     key = (is_tensor, like.dtype, like.device if is_tensor else None, size)
     if key not in _UNIT_GRID:
-        grid = np.logspace(GRID_LOG10_LO, GRID_LOG10_HI, size)
-        _UNIT_GRID[key] = (torch.from_numpy(grid).to(dtype=like.dtype, device=like.device) if is_tensor
-                           else grid.astype(like.dtype))
+        grid = torch.pow(10.0, torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, size, dtype=torch.float64))
+        _UNIT_GRID[key] = grid.to(dtype=like.dtype, device=like.device) if is_tensor else grid.numpy().astype(like.dtype)
     return _UNIT_GRID[key]
 
 
