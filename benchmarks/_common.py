@@ -6,6 +6,14 @@ import time
 import numpy as np
 import torch
 
+from sklearn_slimtrain import SlimTrainRegressor
+
+
+class MatlabRuleRegressor(SlimTrainRegressor):
+    """``SlimTrainRegressor`` with the published MATLAB sGCV candidate window, for comparison only."""
+
+    _ridge_rule = "matlab"
+
 
 def machine() -> str:
     """One line naming the machine, for the tables in the docs."""

@@ -14,6 +14,7 @@ Loss: ``(1/N) sum_i 1/2 ||f(x_i) - y_i||^2`` on the training / validation rows.
 
     python benchmarks/cdr.py                 # 100 epochs, Table 1 at epoch 20 (n_jobs=2: ~10 min)
     python benchmarks/cdr.py --standardize-inputs --no-figures   # inputs through a StandardScaler
+    python benchmarks/cdr.py --rule matlab --epochs 20 --no-figures  # the published MATLAB sGCV rule
     python benchmarks/cdr.py --quick         # smoke run
 """
 
@@ -31,7 +32,7 @@ from joblib import Parallel, delayed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from _common import fit_adam, machine, markdown_table  # noqa: E402
+from _common import MatlabRuleRegressor, fit_adam, machine, markdown_table  # noqa: E402
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
 from sklearn_slimtrain.datasets import make_cdr  # noqa: E402
@@ -57,7 +58,8 @@ def network():
     return ResNetFeatures(width=16, depth=8, final_time=4.0)  # Appendix B's CDR network
 
 
-def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target_scale, standardize=False):
+def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target_scale, standardize=False,
+        rule="global"):
     torch.set_num_threads(1)  # one process per core
     Xtr, Ytr, Xva, Yva = load(n_samples, target_scale, standardize)
     curve = []
@@ -69,8 +71,9 @@ def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target
 
         fit_adam(Xtr, Ytr, extractor=network(), lr=lr, batch_size=batch, epochs=epochs, seed=seed, callback=record)
         return dict(method=method, lr=lr, batch=batch, memory=memory, curve=curve, refit=None, ridges=None)
-    model = SlimTrainRegressor(network(), learning_rate=lr, batch_size=batch, memory_depth=memory,
-                               refit_head=False, random_state=seed)
+    cls = SlimTrainRegressor if rule == "global" else MatlabRuleRegressor
+    model = cls(network(), learning_rate=lr, batch_size=batch, memory_depth=memory, refit_head=False,
+                random_state=seed)
     refit = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # partial_fit per epoch: one pass each, as an epoch of fit
@@ -149,6 +152,9 @@ def main(argv=None):
                         help="multiply the observations by this (other concentration units)")
     parser.add_argument("--standardize-inputs", action="store_true",
                         help="standardise the 55 inputs (training mean and std) instead of the paper's raw inputs")
+    parser.add_argument("--rule", choices=["global", "matlab"], default="global",
+                        help="slimTrain's sGCV candidate rule: the package's (global grid, bounded step) or the "
+                             "published MATLAB window")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, small grid, no figures")
@@ -161,12 +167,13 @@ def main(argv=None):
     jobs += [("slim", lr, b, m) for lr, b, m in itertools.product(args.lrs, args.batches, args.memories)]
     results = Parallel(n_jobs=args.n_jobs)(
         delayed(run)(*job, args.epochs, args.report_epoch, args.seed, args.samples, args.target_scale,
-                     args.standardize_inputs)
+                     args.standardize_inputs, args.rule)
         for job in jobs)
     k = args.report_epoch - 1
     print(f"# CDR stand-in benchmark ({machine()})\n")
     scale = "" if args.target_scale == 1 else f" observations x {args.target_scale:g},"
     scale += " standardised inputs," if args.standardize_inputs else ""
+    scale += " slimTrain with the published MATLAB sGCV rule," if args.rule == "matlab" else ""
     print(f"make_cdr({args.samples}, random_state=0),{scale} split {args.samples // 2}/{args.samples // 4}/"
           f"{args.samples - args.samples // 2 - args.samples // 4}; ResNet w16 d8 T4; seed {args.seed}.\n")
     print(f"## Table 1: loss after {args.report_epoch} epochs (train / validation)\n")
@@ -203,6 +210,8 @@ def main(argv=None):
             FIGURES_SUFFIX[0] = f"_x{args.target_scale:g}"
         if args.standardize_inputs:
             FIGURES_SUFFIX[0] += "_std"
+        if args.rule == "matlab":
+            FIGURES_SUFFIX[0] += "_matlab"
         figures(results, args.lrs, args.batches, args.memories, args.report_epoch)
         print(f"\nFigures: docs/figures/cdr_loss{FIGURES_SUFFIX[0]}.png, "
               f"docs/figures/cdr_ridge{FIGURES_SUFFIX[0]}.png")

@@ -399,7 +399,6 @@ class OperatorLayout(_LayerLayout):
         return Y.reshape(-1, 1)
 
     def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
-        """The batch's statistics, as tensors or (for NumPy inputs) as NumPy arrays."""
         A = self.design(Z)
         R = self.targets(Y) - A @ coef
         return BatchStats(_structured_gram(A, self.n_outputs, self._blocks), A.T @ R, (R * R).sum(),

@@ -7,6 +7,7 @@ math in :mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
 
 import contextlib
 import math
+import os
 
 import numpy as np
 import torch
@@ -27,27 +28,45 @@ __all__ = ["SlimTikHead"]
 # benchmarks/overhead.py --head-only.
 HOST_MAX_WEIGHTS = 128
 
-_BLAS = []  # the ThreadpoolController of NumPy's BLAS, found once per process
+_BLAS = []  # the ThreadpoolController of NumPy's own BLAS, found once per process
+
+
+def _numpy_blas() -> ThreadpoolController:
+    """The BLAS libraries shipped inside NumPy's wheel (``numpy.libs``, ``numpy/.dylibs``).
+
+    Only those: a BLAS shared with torch (a conda environment's MKL or OpenBLAS) is
+    left alone, so that the limit never takes threads from the extractor's products.
+    Found once per process (about 1 ms).
+    """
+    if not _BLAS:
+        controller = ThreadpoolController()
+        prefix = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))), "numpy")
+        own = [lib["filepath"] for lib in controller.info()
+               if lib["user_api"] == "blas" and os.path.abspath(lib["filepath"]).startswith(prefix)]
+        _BLAS.append(controller.select(filepath=own))
+    return _BLAS[0]
 
 
 def _blas_one_thread():
-    """Context that runs NumPy's BLAS on one thread (``threadpoolctl``).
+    """Context that runs NumPy's own BLAS on one thread (``threadpoolctl``, about 10 us).
 
-    NumPy's OpenBLAS starts its own threads for some small products; next to
-    torch's OpenMP threads, which spin for a while after each of their parallel
-    regions, they oversubscribe the cores and a step takes several times longer
-    (measured: 12-36 ms instead of 4 ms at width 32-64 on 2 cores).  The head's
-    matrices are small enough for one thread.  Finding the libraries costs ~1 ms
-    once; entering the limit costs ~10 us.
+    NumPy's OpenBLAS keeps its own pool of threads; next to torch's OpenMP
+    threads, which spin for a while after each of their parallel regions, they
+    oversubscribe the cores and a step takes several times longer (measured:
+    12-36 ms instead of 4 ms at width 32-64 on 2 cores).  The head's matrices are
+    small enough for one thread.
     """
-    if not _BLAS:
-        _BLAS.append(ThreadpoolController().select(user_api="blas"))
-    return _BLAS[0].limit(limits=1)
+    return _numpy_blas().limit(limits=1)
 
 
 def _host(x):
     """A NumPy view of a CPU tensor (shared memory); arrays and None pass through."""
     return x.numpy() if isinstance(x, Tensor) else x
+
+
+def _tensor(x, dtype) -> Tensor:
+    """A CPU tensor on the memory of a NumPy array or scalar, in ``dtype`` (a NumPy dtype)."""
+    return torch.from_numpy(np.asarray(x, dtype=dtype))
 
 
 class SlimTikHead:
@@ -186,13 +205,14 @@ class SlimTikHead:
             rule=self.rule,
             batch=batch,
         )
-        per_step = per_step if self.fixed is not None else result.ridge * (self.batch_size / self.n_seen)
+        per_step = None if self.fixed is not None else result.ridge * (self.batch_size / self.n_seen)
         if host:  # back to tensors (np.asarray: NumPy returns scalars from reductions)
-            result, per_step = [torch.from_numpy(np.asarray(x, dtype=coef.dtype)) for x in result], torch.from_numpy(
-                np.asarray(per_step, dtype=coef.dtype))
-        self.coef, self.ridge, gram = result
-        self.memory.push(gram)
-        self.per_step = per_step
+            result = type(result)(*(_tensor(x, coef.dtype) for x in result))
+            per_step = None if per_step is None else _tensor(per_step, coef.dtype)
+        self.coef, self.ridge = result.coef, result.ridge
+        self.memory.push(result.gram)
+        if per_step is not None:
+            self.per_step = per_step
         self._pending.append(self.per_step)
         return self.coef
 

@@ -23,6 +23,11 @@ def test_overhead_benchmark_quick():
     assert out.count("| cpu |") == 3
 
 
+def test_overhead_head_only_quick():
+    out = _run("benchmarks/overhead.py", "--quick", "--head-only").stdout
+    assert "| 9 | 1 | 32 |" in out and "| 17 | 72 | 10 |" in out and out.count("| NumPy |") == 2
+
+
 def test_demo_runs():
     out = _run("examples/demo_peaks.py").stdout
     assert "SlimTrainRegressor()" in out and "MLPRegressor()" in out
