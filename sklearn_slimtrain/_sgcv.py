@@ -79,10 +79,13 @@ def array_module(x):
     eigendecomposition.  The solver therefore hands NumPy views of its CPU
     tensors to these functions (``Tensor.numpy()`` shares the memory) and keeps
     tensors on an accelerator, where they never leave the device.  The calls used
-    here (``@``, ``.T``, ``.sum(axis)``, ``.min()``, ``.max()``, ``where``,
-    ``maximum``/``minimum`` of two arrays, ``concatenate``/``stack`` with
-    ``axis``, ``diagonal``, ``trace``, ``linalg.eigh``, ``finfo``, ``flip``,
-    ``log10``) have the same signature and meaning in NumPy and torch.
+    in these modules (``@``, ``.T``, ``.sum(axis)``, ``.min()``, ``.max()``,
+    ``.trace()``, ``.reshape``, ``where``, ``maximum``/``minimum`` of two arrays,
+    ``concatenate``/``stack`` with ``axis``, ``diag``, ``diagonal``,
+    ``zeros_like``, ``isnan``, ``isfinite``, ``linalg.eigh``, ``finfo``,
+    ``flip`` with a tuple, ``log10``, ``linspace``) have the same signature and
+    meaning in NumPy and torch; the two that differ (``clamp_min``) go through
+    :func:`at_least`.
     """
     return torch if isinstance(x, torch.Tensor) else np
 
@@ -123,7 +126,7 @@ def no_grad(fn):
 class SGCVFactors(NamedTuple):
     """Quantities of one slimTik step that do not depend on the ridge.
 
-    All tensors live on the device of the inputs, in their dtype.
+    All arrays are of the inputs' library (and device), in their dtype.
     """
 
     evals: Array  # (p,) eigenvalues of G, clipped at 0
