@@ -3,8 +3,8 @@
 Pure math on small matrices: arrays in, a NamedTuple of new arrays out, inputs
 never mutated, no gradients recorded (``no_grad``), no scikit-learn import.  Every function
 takes torch tensors or NumPy arrays (not mixed) and answers in the same kind;
-the solver uses NumPy views on the CPU, where they cost a fifth of the per-call
-overhead (see :func:`sklearn_slimtrain._sgcv.array_module`).  The stateful parts (the
+the solver uses NumPy views on the CPU, where the per-call overhead is a few times
+smaller (see :func:`sklearn_slimtrain._sgcv.array_module`).  The stateful parts (the
 ring buffer of recent Gram matrices, the running ridge) live in
 :mod:`sklearn_slimtrain._solver`.
 

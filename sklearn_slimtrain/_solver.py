@@ -53,7 +53,7 @@ def _blas_one_thread():
     NumPy's OpenBLAS keeps its own pool of threads; next to torch's OpenMP
     threads, which spin for a while after each of their parallel regions, they
     oversubscribe the cores and a step takes several times longer (measured:
-    12-36 ms instead of 4 ms at width 32-64 on 2 cores).  The head's matrices are
+    13-37 ms instead of 6-9 ms at width 32-64 on 2 cores).  The head's matrices are
     small enough for one thread.
     """
     return _numpy_blas().limit(limits=1)
