@@ -163,9 +163,8 @@ def matlab_candidates(ridge_prev: Array) -> Array:
     """
     xp = array_module(ridge_prev)
     s = at_least(ridge_prev, MATLAB_FLOOR)
-    unit = xp.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype)
-    if xp is torch:
-        unit = unit.to(s.device)
+    unit = (torch.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype, device=s.device) if xp is torch
+            else np.linspace(0.0, 1.0, MATLAB_HALF, dtype=s.dtype))
     steps = 10.0 ** (-16.0 + unit * (xp.log10(s / 2) + 16.0))
     cands = xp.concatenate((s - xp.flip(steps, (0,)), s.reshape(1), s + steps))
     return at_least(cands, MATLAB_FLOOR)
@@ -377,7 +376,6 @@ def tikhonov_from_gram(
         cands = global_candidates(gram, FINAL_GRID_SIZE)
         lam = select_ridge(sgcv_values(factors, xp.zeros_like(ynorm2), cands), cands)
     else:
-        lam = xp.asarray(float(ridge), dtype=gram.dtype)
-        if xp is torch:
-            lam = lam.to(gram.device)
+        lam = (torch.tensor(float(ridge), dtype=gram.dtype, device=gram.device) if xp is torch
+               else np.asarray(float(ridge), dtype=gram.dtype))
     return TikhonovResult(coef=evecs @ (Q / (evals + lam)[:, None]), ridge=lam)
