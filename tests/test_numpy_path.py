@@ -15,9 +15,9 @@ from sklearn_slimtrain.datasets import make_peaks
 CPU = torch.device("cpu")
 
 
-def _head(host, q=6, t=2, memory=3, ridge=None, rule="global", dtype=torch.float64):
+def _head(host, q=6, t=2, memory=3, ridge=None, rule="global", dtype=torch.float64, device=CPU):
     return SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=memory, batch_size=8, ridge=ridge, ridge_init=1.0,
-                       max_change=0.5, dtype=dtype, device=CPU, rule=rule, host=host)
+                       max_change=0.5, dtype=dtype, device=device, rule=rule, host=host)
 
 
 @pytest.mark.parametrize("ridge, rule", [(None, "global"), (None, "matlab"), (1e-3, "global")])
@@ -51,6 +51,8 @@ def test_numpy_step_keeps_a_float32_head_in_float32():
 def test_large_heads_and_accelerators_stay_in_torch():
     assert not _head(None, q=HOST_MAX_WEIGHTS + 1).on_host
     assert _head(None, q=HOST_MAX_WEIGHTS).on_host
+    # any device but the CPU (the meta device stands in for an accelerator), even when asked
+    assert not _head(True, device=torch.device("meta")).on_host
 
 
 def _numpy_blas_threads():
