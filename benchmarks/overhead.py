@@ -36,6 +36,8 @@ from sklearn_slimtrain.datasets import make_cdr, make_peaks  # noqa: E402
 
 def head_step_time(q, t, batch, host, steps):
     """Seconds per ``SlimTikHead.step`` (dense head, sGCV, memory 5) on random CPU features."""
+    # Imported here, not at the top: the epoch comparison of docs/benchmarks.md runs this
+    # script on older revisions too, which lack the private pieces --head-only needs.
     from sklearn_slimtrain._heads import DenseLayout
     from sklearn_slimtrain._solver import SlimTikHead
 

@@ -180,16 +180,13 @@ class SlimTikHead:
         else:
             stats = self.layout.stats(features, targets, self.coef)
         self.n_seen += b
-        gram, cross, rnorm2, batch, coef, ridge_prev, per_step = (
+        memory = self.memory.total() if self.memory.depth else None
+        gram, cross, rnorm2, batch, coef, ridge_prev, per_step, memory = (
             _host(x) if host else x
-            for x in (stats.gram, stats.cross, stats.rnorm2, stats.batch, self.coef, self.ridge, self.per_step))
-        memory = None
-        if self.memory.depth:
-            memory = self.memory.total()
-            memory = memory.numpy() if host else memory
-        if batch is not None:
-            batch = batch * math.sqrt(1.0 / self.batch_size)
+            for x in (stats.gram, stats.cross, stats.rnorm2, stats.batch, self.coef, self.ridge, self.per_step, memory))
         scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
+        if batch is not None:
+            batch = batch * math.sqrt(scale2)
         result = slimtik_update(
             gram * scale2,
             cross * scale2,
