@@ -51,6 +51,7 @@ structural zeros do not depend on the input).
 """
 
 import copy
+import functools
 import math
 from typing import NamedTuple
 
@@ -119,6 +120,14 @@ def _structured_gram(A: Tensor, n_out: int, blocks) -> Tensor:
     return G
 
 
+@functools.lru_cache(maxsize=32)
+def _ones_column(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only ``(n, 1)`` column of ones: the intercept's column of a NumPy batch."""
+    ones = np.ones((n, 1), dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
 class BatchStats(NamedTuple):
     """What a slimTik step needs from a batch (unscaled), in the head's dtype."""
 
@@ -145,7 +154,7 @@ class DenseLayout:
         if not self.fit_intercept:
             return Z
         if isinstance(Z, np.ndarray):
-            return np.concatenate((Z, np.ones((Z.shape[0], 1), dtype=Z.dtype)), axis=1)
+            return np.concatenate((Z, _ones_column(Z.shape[0], Z.dtype)), axis=1)
         return torch.cat((Z, Z.new_ones((Z.shape[0], 1))), dim=1)
 
     def targets(self, Y: Tensor) -> Tensor:

@@ -79,9 +79,10 @@ def array_module(x):
     eigendecomposition.  The solver therefore hands NumPy views of its CPU
     tensors to these functions (``Tensor.numpy()`` shares the memory) and keeps
     tensors on an accelerator, where they never leave the device.  The calls used
-    in these modules (``@``, ``.T``, ``.sum(axis)``, ``.min()``, ``.max()``,
-    ``.trace()``, ``.reshape``, ``where``, ``maximum``/``minimum`` of two arrays,
-    ``concatenate``/``stack`` with ``axis``, ``diag``, ``diagonal``,
+    in these modules (``@`` including its batched form, ``.T``, ``.sum(axis)``,
+    ``.min()``, ``.max()``, ``.trace()``, ``.reshape``, ``.diagonal(offset)``, ``where``,
+    ``maximum``/``minimum`` of two arrays, ``concatenate``/``stack`` with ``axis``,
+    ``diag``, ``diagonal``, in-place ``*=`` on a column of a new array,
     ``zeros_like``, ``isnan``, ``isfinite``, ``linalg.eigh``, ``finfo``,
     ``flip`` with a tuple, ``log10``, ``linspace``) have the same signature and
     meaning in NumPy and torch; the two that differ (``clamp_min``) go through
@@ -130,11 +131,31 @@ class SGCVFactors(NamedTuple):
     """
 
     evals: Array  # (p,) eigenvalues of G, clipped at 0
-    quad: Array  # (p, 3p) [H o QQ^T, H o (QP^T + PQ^T), H o PP^T]
-    lin: Array  # (p, 3) columns q_j, m_j, H_jj
+    forms: Array  # (3p + 3, p) rows [H o QQ^T; H o (QP^T + PQ^T); H o PP^T; q; m; diag(H)]
     rnorm2: Array  # () ||R||_F^2
     n_rows: int  # b (rows of the current batch)
     n_targets: int  # t
+
+
+# Per library, dtype and device: the weights that turn the five terms
+# [q0, Lambda q1, Lambda^2 q2, l0, Lambda l1] of sgcv_values into the residual and
+# into the sum of their magnitudes (one small matrix product each instead of ten
+# operations), the columns that carry a factor Lambda, and the dtype's eps.
+_TERM_CONSTANTS: dict = {}
+
+
+def _term_constants(like):
+    is_tensor = isinstance(like, Tensor)
+    key = (is_tensor, like.dtype, like.device if is_tensor else None)
+    if key not in _TERM_CONSTANTS:
+        table = torch.tensor([[1.0, -1.0, 1.0, -2.0, 2.0],  # residual
+                              [1.0, 1.0, 1.0, 2.0, 2.0],  # sum of the terms' magnitudes
+                              [0.0, 1.0, 1.0, 0.0, 1.0]],  # columns multiplied by Lambda
+                             dtype=torch.float64)
+        table = table.to(dtype=like.dtype, device=like.device) if is_tensor else table.numpy().astype(like.dtype)
+        eps = float((torch if is_tensor else np).finfo(like.dtype).eps)
+        _TERM_CONSTANTS[key] = (table[0], table[1], table[2], 1.0 - table[2], eps)
+    return _TERM_CONSTANTS[key]
 
 
 @no_grad
@@ -167,14 +188,16 @@ def sgcv_factors(evals: Array, H: Array, Q: Array, P: Array, rnorm2: Array, n_ro
     SGCVFactors
     """
     xp = array_module(H)
-    QQ = Q @ Q.T
-    QP = Q @ P.T
-    quad = xp.concatenate((H * QQ, H * (QP + QP.T), H * (P @ P.T)), axis=1)
-    lin = xp.concatenate(((Q * Q).sum(1)[:, None], (Q * P).sum(1)[:, None], xp.diagonal(H)[:, None]), axis=1)
+    p = H.shape[0]
+    X = xp.concatenate((Q, P), 0)
+    K = X @ X.T  # [[QQ^T, QP^T], [PQ^T, PP^T]] in one product
+    QQ, QP, PP = K[:p, :p], K[:p, p:], K[p:, p:]
+    # rows: the three Hadamard products (symmetric), then q_j = (QQ^T)_jj, m_j = (QP^T)_jj, H_jj
+    forms = xp.concatenate((H * QQ, H * (QP + QP.T), H * PP, K.diagonal()[None, :p], K.diagonal(p)[None],
+                            H.diagonal()[None]), 0)
     return SGCVFactors(
         evals=nonnegative(evals),
-        quad=quad,
-        lin=lin,
+        forms=forms,
         rnorm2=rnorm2,
         n_rows=int(n_rows),
         n_targets=Q.shape[1],
@@ -199,26 +222,27 @@ def sgcv_values(factors: SGCVFactors, ridge_prev: Array, candidates: Array) -> A
     values : array of shape (c,)
         ``sGCV(S)`` for every candidate; ``inf`` where the denominator vanishes
         or the residual is below the rounding error of its terms (a candidate
-        that interpolates the batch).
+        that interpolates the batch).  Never NaN.
     """
     xp = array_module(candidates)
+    to_resid, to_terms, with_lam, without_lam, eps = _term_constants(candidates)
     c, p = candidates.shape[0], factors.evals.shape[0]
     D = 1.0 / (factors.evals + candidates[:, None])  # (c, p)
-    lam = candidates - ridge_prev  # (c,) the increments Lambda_k
-    q = ((D @ factors.quad).reshape(c, 3, p) * D[:, None, :]).sum(-1)
-    q0, q1, q2 = q[:, 0], q[:, 1], q[:, 2]
-    lin = D @ factors.lin
-    l0, l1, tau = lin[:, 0], lin[:, 1], lin[:, 2]  # tau = tr(A T(S) A^T)
-    # ||R||^2 - 2 sum_j D_j (q_j - lam m_j) + D^T (H o X X^T) D, as a polynomial in lam
-    resid = factors.rnorm2 - 2.0 * l0 + q0 + lam * (2.0 * l1 - q1) + lam * lam * q2
+    Y = D @ factors.forms.T  # (c, 3p + 3)
+    quad = Y[:, : 3 * p].reshape(c, 3, p) @ D[:, :, None]  # (c, 3, 1): D^T (H o .) D, three forms
+    # [q0, Lambda q1, Lambda^2 q2, l0, Lambda l1] with Lambda = S - S_{k-1} the increment:
+    # ||R||^2 - 2 sum_j D_j (q_j - Lambda m_j) + D^T (H o X X^T) D is a polynomial in Lambda
+    lam = candidates - ridge_prev
+    terms = xp.concatenate((quad[:, :, 0], Y[:, 3 * p : 3 * p + 2]), 1) * (lam[:, None] * with_lam + without_lam)
+    terms[:, 2] *= lam
+    resid = factors.rnorm2 + terms @ to_resid
     # A residual below the rounding error of its own terms is not a measurement: a
     # sum of p products carries an error up to ~p eps sum|terms| (Higham, Accuracy and
     # Stability of Numerical Algorithms, 2nd ed., sec. 3.1).  It occurs when a small
     # ridge lets the head interpolate the batch (the denominator vanishes too), and
     # its value, 0 or 1e5 depending on rounding, must not pick the ridge.
-    terms = factors.rnorm2 + 2.0 * abs(l0) + abs(q0) + abs(lam) * (2.0 * abs(l1) + abs(q1)) + lam * lam * abs(q2)
-    resolved = resid > p * xp.finfo(resid.dtype).eps * terms
-    b, t = factors.n_rows, factors.n_targets
-    n = b * t
-    denom = (n - t * tau) ** 2
+    resolved = resid > (p * eps) * (factors.rnorm2 + abs(terms) @ to_terms)
+    t = factors.n_targets
+    n = factors.n_rows * t
+    denom = (n - t * Y[:, 3 * p + 2]) ** 2  # Y[:, -1] = tau = tr(A T(S) A^T)
     return xp.where(resolved & (denom > 0), n * nonnegative(resid) / denom, math.inf)

@@ -111,15 +111,16 @@ _UNIT_GRID: dict = {}
 
 
 def _unit_grid(like, size: int):
-    """``10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, size)`` as the kind, dtype and device of ``like``.
+    """``(10**linspace(GRID_LOG10_LO, GRID_LOG10_HI, size), tiny)`` for the kind, dtype and device of ``like``.
 
-    Cached per kind, dtype, device and size.
+    ``tiny`` is the dtype's smallest normal number.  Cached per kind, dtype, device and size.
     """
     is_tensor = isinstance(like, Tensor)
     key = (is_tensor, like.dtype, like.device if is_tensor else None, size)
     if key not in _UNIT_GRID:
         grid = torch.pow(10.0, torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, size, dtype=torch.float64))
-        _UNIT_GRID[key] = grid.to(dtype=like.dtype, device=like.device) if is_tensor else grid.numpy().astype(like.dtype)
+        grid = grid.to(dtype=like.dtype, device=like.device) if is_tensor else grid.numpy().astype(like.dtype)
+        _UNIT_GRID[key] = grid, float(array_module(like).finfo(like.dtype).tiny)
     return _UNIT_GRID[key]
 
 
@@ -151,8 +152,8 @@ def symmetric_eigh(G):
 
 def global_candidates(gram: Array, size: int = GRID_SIZE) -> Array:
     """Global log-spaced grid of cumulative ridges, relative to ``tr(G)/p``."""
-    scale = at_least(gram.trace() / gram.shape[0], array_module(gram).finfo(gram.dtype).tiny)
-    return scale * _unit_grid(gram, size)
+    unit, tiny = _unit_grid(gram, size)
+    return at_least(gram.trace() / gram.shape[0], tiny) * unit
 
 
 @no_grad
@@ -306,6 +307,7 @@ def slimtik_update(
     P = evecs.T @ coef
     if ridge_fixed is not None:
         ridge = ridge_prev + weight * ridge_fixed
+        evals = nonnegative(evals)
     else:
         if batch is None:
             H = evecs.T @ gram @ evecs
@@ -322,8 +324,8 @@ def slimtik_update(
             ref = xp.where(ridge_prev > 0, ridge_prev, ridge_ref)
             lo = xp.maximum(ref * (1.0 - max_change), cands[0])
             ridge = xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
-    lam = ridge - ridge_prev
-    step = evecs @ ((Q - lam * P) / (nonnegative(evals) + ridge)[:, None])
+        evals = factors.evals  # clipped at 0
+    step = evecs @ ((Q - (ridge - ridge_prev) * P) / (evals + ridge)[:, None])
     return StepResult(coef=coef + step, ridge=ridge, gram=gram)
 
 
@@ -367,8 +369,7 @@ def tikhonov_from_gram(
         qq = (Q * Q).sum(1)
         factors = SGCVFactors(  # W_prev = 0 (P = 0) and H = diag(d)
             evals=evals,
-            quad=xp.concatenate((xp.diag(evals * qq), zeros, zeros), axis=1),
-            lin=xp.stack((qq, xp.zeros_like(evals), evals), axis=1),
+            forms=xp.concatenate((xp.diag(evals * qq), zeros, zeros, xp.stack((qq, xp.zeros_like(evals), evals))), 0),
             rnorm2=ynorm2,
             n_rows=n_rows,
             n_targets=cross.shape[1],

@@ -101,6 +101,8 @@ class SlimTikHead:
         ``q <= HOST_MAX_WEIGHTS``.  For tests and benchmarks.
     """
 
+    _solve_on_host = None  # on_host, cached by the first step (class default for old pickles)
+
     def __init__(
         self,
         layout,
@@ -127,6 +129,7 @@ class SlimTikHead:
         self.per_step = torch.tensor(float(start), dtype=dtype, device=device)
         self.memory = GramMemory(memory_depth, layout.shape[0], dtype=dtype, device=device)
         self.n_seen = 0
+        self._solve_on_host = None
         self._pending: list[Tensor] = []  # per-step ridges not yet copied to the host
         self._path = np.empty(0)
 
@@ -174,19 +177,24 @@ class SlimTikHead:
         the device.
         """
         b = features.shape[0]
-        host = self.on_host
-        if host and self.layout.kind == "dense":  # a few products: cheaper in NumPy too
-            stats = self.layout.stats(features.numpy(), targets.numpy(), self.coef.numpy())
-        else:
-            stats = self.layout.stats(features, targets, self.coef)
-        self.n_seen += b
+        host = self._solve_on_host
+        if host is None:  # (also for heads pickled before the attribute existed: the class default)
+            host = self._solve_on_host = self.on_host
+        coef, ridge_prev, per_step = self.coef, self.ridge, self.per_step
         memory = self.memory.total() if self.memory.depth else None
-        gram, cross, rnorm2, batch, coef, ridge_prev, per_step, memory = (
-            _host(x) if host else x
-            for x in (stats.gram, stats.cross, stats.rnorm2, stats.batch, self.coef, self.ridge, self.per_step, memory))
+        if not host:
+            stats = self.layout.stats(features, targets, coef)
+        else:  # NumPy views of the same memory
+            coef, ridge_prev, per_step = coef.numpy(), ridge_prev.numpy(), per_step.numpy()
+            memory = None if memory is None else memory.numpy()
+            if self.layout.kind == "dense":  # a few products: cheaper in NumPy too
+                stats = self.layout.stats(features.numpy(), targets.numpy(), coef)
+            else:  # a convolution's statistics, formed by torch
+                stats = self.layout.stats(features, targets, self.coef)
+                stats = stats._replace(**{k: _host(getattr(stats, k)) for k in ("gram", "cross", "rnorm2", "batch")})
+        gram, cross, rnorm2, batch = stats.gram, stats.cross, stats.rnorm2, stats.batch
+        self.n_seen += b
         scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
-        if batch is not None:
-            batch = batch * math.sqrt(scale2)
         result = slimtik_update(
             gram * scale2,
             cross * scale2,
@@ -200,16 +208,19 @@ class SlimTikHead:
             max_change=self.max_change,
             weight=b / self.batch_size,
             rule=self.rule,
-            batch=batch,
+            batch=None if batch is None else batch * math.sqrt(scale2),
         )
-        per_step = None if self.fixed is not None else result.ridge * (self.batch_size / self.n_seen)
+        if self.fixed is None:
+            per_step = result.ridge * (self.batch_size / self.n_seen)
         if host:  # back to tensors (np.asarray: NumPy returns scalars from reductions)
-            result = type(result)(*(_tensor(x, coef.dtype) for x in result))
-            per_step = None if per_step is None else _tensor(per_step, coef.dtype)
-        self.coef, self.ridge = result.coef, result.ridge
-        self.memory.push(result.gram)
-        if per_step is not None:
-            self.per_step = per_step
+            dtype = coef.dtype
+            self.coef, self.ridge = _tensor(result.coef, dtype), _tensor(result.ridge, dtype)
+            if self.fixed is None:
+                self.per_step = _tensor(per_step, dtype)
+        else:
+            self.coef, self.ridge, self.per_step = result.coef, result.ridge, per_step
+        if self.memory.depth:
+            self.memory.push(_tensor(result.gram, coef.dtype) if host else result.gram)
         self._pending.append(self.per_step)
         return self.coef
 
@@ -309,6 +320,7 @@ class SlimTikHead:
     def to(self, device: torch.device) -> "SlimTikHead":
         """Move every tensor to ``device`` (in place); returns self."""
         self.ridge_path()
+        self._solve_on_host = None
         self.layout.to(device)
         self.coef = self.coef.to(device)
         self.ridge = self.ridge.to(device)

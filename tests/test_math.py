@@ -289,3 +289,23 @@ def test_sgcv_ignores_residuals_below_their_rounding_error():
         assert np.isinf(values[:2]).all()
         ref = [_bruteforce_gcv(A, B, W, M, 0.0, s) for s in (1e-2, 1.0)]
         np.testing.assert_allclose(values[2:], ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lib", ["torch", "numpy"])
+def test_sgcv_values_are_never_nan(lib):
+    # select_ridge and the bounded step compare values: a NaN (a diverged batch, a NaN
+    # ridge) must read as "no information" (inf), never win or poison the minimum.
+    rng = np.random.default_rng(8)
+    A, B, W, _ = _problem(rng, b=6, p=4, t=2, r=0)
+    conv = LIBS[lib]
+    G = A.T @ A
+    evals, evecs = np.linalg.eigh(G)
+    R = B - A @ W
+    args = [conv(v) for v in (evals, evecs.T @ G @ evecs, evecs.T @ (A.T @ R), evecs.T @ W)]
+    cands = conv(np.logspace(-6, 2, 9))
+    clean = sgcv_values(sgcv_factors(*args, conv(np.asarray((R * R).sum())), 6), conv(np.asarray(0.5)), cands)
+    assert np.isfinite(np.asarray(clean)).all()
+    for rnorm2, ridge_prev in ((np.nan, 0.5), ((R * R).sum(), np.nan), (np.inf, 0.5)):
+        f = sgcv_factors(*args, conv(np.asarray(rnorm2)), 6)
+        values = np.asarray(sgcv_values(f, conv(np.asarray(ridge_prev)), cands))
+        assert not np.isnan(values).any() and np.isinf(values).all()

@@ -101,3 +101,22 @@ def test_estimator_results_match_the_torch_step(monkeypatch):
         assert model._head.on_host is (limit > 0)
         preds[limit] = model.predict(X)
     np.testing.assert_allclose(preds[HOST_MAX_WEIGHTS], preds[0], rtol=1e-8, atol=1e-10)
+
+
+def test_a_head_from_an_older_pickle_finds_its_path():
+    # heads pickled before the path was cached lack the attribute: the class default applies
+    head = _head(None)
+    del head.__dict__["_solve_on_host"]
+    g = torch.Generator().manual_seed(2)
+    head.step(torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(8, 2, generator=g, dtype=torch.float64))
+    assert head._solve_on_host is True and head.on_host
+
+
+def test_numpy_batches_share_a_read_only_ones_column():
+    layout = DenseLayout(3, 1, True)
+    Z = np.arange(12.0).reshape(4, 3)
+    A = layout.design(Z)
+    np.testing.assert_array_equal(A, np.column_stack([Z, np.ones(4)]))
+    A[:, -1] = 7.0  # the batch matrix is a new array: writing to it leaves the cache alone
+    np.testing.assert_array_equal(layout.design(Z)[:, -1], np.ones(4))
+    assert layout.design(Z[:2]).shape == (2, 4) and layout.design(Z.astype(np.float32)).dtype == np.float32

@@ -468,3 +468,19 @@ def test_explicit_validation_set_is_routed_through_search_and_pipeline():
         pipe.fit(X0, Y0, X_val=X_val, y_val=y_val)
         inner = pipe[-1]
         assert inner.best_validation_score_ == pytest.approx(r2_score(y_val, pipe.predict(X_val)), abs=1e-9)
+
+
+def test_epoch_snapshot_is_a_copy_and_restores_everything():
+    model = SlimTrainRegressor(batch_size=10, max_iter=2, memory_depth=2, random_state=0).fit(X0, Y0)
+    snapshot = model._snapshot()
+    before = _fingerprint(model)
+    draws = model._rng.permutation(10)
+    model.partial_fit(X0, Y0)  # moves the weights, the optimizer's moments, the head and the generator
+    moved = _fingerprint(model)[:5]
+    assert not torch.equal(moved[1]["coef"], before[1]["coef"])
+    model._restore(snapshot)
+    _assert_same(before[:5], _fingerprint(model)[:5])  # extractor, head, optimizer, generator
+    np.testing.assert_array_equal(model._rng.permutation(10), draws)
+    state = model._optimizer.state_dict()["state"]
+    assert all(torch.equal(a, b) for key in state for a, b in
+               zip(state[key].values(), snapshot[1]["state"][key].values()))

@@ -58,3 +58,15 @@ def test_conv_head_benchmark_quick():
     out = _run("benchmarks/conv_head.py", "--quick").stdout
     difference = float(out.rsplit("explicit products:", 1)[1].split()[0])
     assert difference < 1e-12  # the fast statistics equal the explicit products
+
+
+def test_compiled_step_experiment_quick():
+    # numba is optional: without it the script says so; with it, the compiled kernel must
+    # follow SlimTikHead.step (same ridge path) in every row
+    out = _run("benchmarks/compiled_step.py", "--quick").stdout
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        assert "numba is not installed" in out
+    else:
+        assert out.count("| True |") == 4 and "| False |" not in out and "slimTrain (compiled) / Adam" in out
