@@ -476,11 +476,7 @@ def test_epoch_snapshot_is_a_copy_and_restores_everything():
     before = _fingerprint(model)
     draws = model._rng.permutation(10)
     model.partial_fit(X0, Y0)  # moves the weights, the optimizer's moments, the head and the generator
-    moved = _fingerprint(model)[:5]
-    assert not torch.equal(moved[1]["coef"], before[1]["coef"])
+    assert not torch.equal(_fingerprint(model)[1]["coef"], before[1]["coef"])
     model._restore(snapshot)
     _assert_same(before[:5], _fingerprint(model)[:5])  # extractor, head, optimizer, generator
     np.testing.assert_array_equal(model._rng.permutation(10), draws)
-    state = model._optimizer.state_dict()["state"]
-    assert all(torch.equal(a, b) for key in state for a, b in
-               zip(state[key].values(), snapshot[1]["state"][key].values()))
