@@ -4,6 +4,7 @@ import math
 import time
 import warnings
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -239,7 +240,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     ConvTranspose2d(4, 1, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "feature_extractor": [None, callable],
         "head": [None, torch.nn.Module],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],

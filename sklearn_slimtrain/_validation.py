@@ -106,7 +106,7 @@ def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = T
     shape = "a 2-D tensor of shape (n, n_features_out)" if dense else "a tensor of shape (n, ...) for head"
     expected = f"feature_extractor must map a tensor of shape (n, {n_features_in}) to {shape}"
     if not isinstance(out, torch.Tensor):
-        raise ValueError(f"{expected}; it returned a {type(out).__name__}.")
+        raise TypeError(f"{expected}; it returned a {type(out).__name__}.")
     if (out.ndim != 2 if dense else out.ndim < 2) or out.shape[0] != n_rows:
         hint = " (features of another shape need a layer as head, e.g. a convolution)" if dense and out.ndim > 2 else ""
         raise ValueError(f"{expected}; for n={n_rows} it returned shape {tuple(out.shape)}{hint}.")

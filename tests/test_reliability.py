@@ -55,6 +55,8 @@ class _Shape(torch.nn.Module):
             return z * float("nan")
         if self.kind == "int":
             return z.long()
+        if self.kind == "tuple":  # e.g. a module returning (features, extra)
+            return z, z
         return z
 
 
@@ -105,6 +107,8 @@ BATTERY = [
      (ValueError, "non-finite values")),
     ("extractor-int", "extractor returning integers", lambda: _fit(feature_extractor=lambda n: _Shape(n, "int")),
      (ValueError, "of floats; it returned dtype torch.int64")),
+    ("extractor-tuple", "extractor returning a tuple", lambda: _fit(feature_extractor=lambda n: _Shape(n, "tuple")),
+     (TypeError, r"to a 2-D tensor of shape \(n, n_features_out\); it returned a tuple")),
     ("extractor-not-module", "callable returning no module", lambda: _fit(feature_extractor=lambda n: "net"),
      (TypeError, "torch.nn.Module")),
     ("early-stopping-1-row", "early_stopping with 1 row", lambda: _fit(X0[:1], Y0[:1], early_stopping=True),
