@@ -94,9 +94,10 @@ def head_step_skipped():
     original = SlimTikHead.step
 
     def skipped(self, features, targets):
-        # The first step solves: with the initial zero head the extractor's gradients
-        # would be zero, Adam's second moments would decay into subnormal numbers, and
-        # its square root would run several times slower than in a real fit.
+        # The first step solves: with the initial zero head the extractor's gradients,
+        # and so Adam's second moments, would be exactly zero, and torch's CPU square
+        # root of zeros runs about 9x slower than of other numbers (2.8 against 0.3 ms
+        # for the width-256 network's moments on the project's machine).
         if self.n_seen == 0:
             return original(self, features, targets)
         self._pending.append(self.per_step)  # the per-step ridge bookkeeping of a real step
