@@ -26,7 +26,9 @@ from ._validation import (
     check_optimizer,
     check_predictions,
     check_training_data,
+    check_unchanged_params,
     check_validation_set,
+    frozen_params,
 )
 
 __all__ = ["SlimTrainRegressor"]
@@ -130,6 +132,12 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``pip install sklearn-slimtrain[progress]``, and a terminal).
     warm_start : bool, default=False
         Let ``fit`` continue from the previous fit instead of starting afresh.
+        A continued fit (and ``partial_fit``) takes new values of
+        ``learning_rate``, ``alpha``, ``batch_size``, ``ridge_max_change``,
+        ``shuffle`` and the stopping parameters; changing a parameter that
+        defines the fitted model (``feature_extractor``, ``head``,
+        ``optimizer``, ``memory_depth``, ``ridge``, ``fit_intercept``, ``dtype``,
+        ``head_dtype``) raises a ``ValueError``.
 
     Attributes
     ----------
@@ -379,6 +387,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 f"y has {y2.shape[1]} targets, but {type(self).__name__} is expecting "
                 f"{self.n_outputs_} targets as input."
             )
+        if not reset:
+            check_unchanged_params(self)
         dtype = resolve_dtype(self.dtype) if reset else self._dtype
         check_training_data(X, y2, dtype, builtin=self.feature_extractor is None)
         check_optimizer(self.optimizer)
@@ -390,6 +400,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             start_monitoring(self, early)
         for group in self._optimizer.param_groups if self._optimizer is not None else ():
             group["lr"] = self.learning_rate  # set_params(learning_rate=...) keeps the moments
+        self._head.max_change = float(self.ridge_max_change)  # as the learning rate: on the next step
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
             order = self._rng.permutation(X.shape[0])
             n_val = math.ceil(self.validation_fraction * X.shape[0])
@@ -471,6 +482,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         check_extractor_output(out, len(probe), X.shape[1], dense=self.head is None)
         layout = self._layout(out, y2.shape[1])
         self.feature_extractor_ = module
+        self._init_params = frozen_params(self)
         self.n_outputs_ = y2.shape[1]
         self._y_ndim = y_ndim
         self.device_ = str(device)

@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import resolve_device, restore_device
 from ._extractors import ResNetFeatures
 from ._solver import SlimTikHead
+from ._validation import FROZEN_PARAMS, frozen_params
 
 __all__ = ["load_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
 
@@ -188,8 +189,13 @@ def load_model(cls, path, **params):
             values[name] = module
         else:
             values[name] = encoded["value"]
+    saved = dict(values)
     values.update(params)
     est = cls(**values)
+    # What continued training may not change, as fit records it: the saved values (a
+    # structural parameter overridden at load is refused by the next partial_fit), and
+    # the objects passed for what a file cannot hold (custom modules and classes).
+    est._init_params = {**frozen_params(est), **{k: v for k, v in saved.items() if k in FROZEN_PARAMS}}
     fitted = meta["fitted"]
     for name, value in fitted.items():
         if name not in ("feature_names_in_", "_dtype", "_rng"):

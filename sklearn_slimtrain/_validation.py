@@ -1,22 +1,37 @@
 """Input checks that scikit-learn's ``validate_data`` does not make (before any training work)."""
 
+import inspect
 import math
 import warnings
+from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.utils import check_array
 from sklearn.utils.validation import validate_data
 
+from ._device import resolve_dtype
+
 __all__ = [
+    "FROZEN_PARAMS",
     "check_extractor_output",
     "check_input_scale",
     "check_magnitude",
     "check_optimizer",
     "check_predictions",
     "check_training_data",
+    "check_unchanged_params",
     "check_validation_set",
+    "frozen_params",
 ]
+
+# Parameters that define the fitted state (the network, its optimizer, the head's
+# layout, memory and ridge rule, the dtypes): a continued fit cannot change them.
+# The others act on the next call (learning_rate, alpha, batch_size, ridge_max_change,
+# shuffle, max_iter, the stopping parameters, refit_head, verbose) or only at
+# initialisation (ridge_init, random_state, device: the model stays on ``device_``).
+FROZEN_PARAMS = ("feature_extractor", "head", "optimizer", "memory_depth", "ridge", "fit_intercept", "dtype",
+                 "head_dtype")
 
 
 def _peak(values: np.ndarray) -> float:
@@ -141,3 +156,42 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype):
     check_magnitude(X_val, "X_val", dtype, squared=False)
     return X_val, y_val
 
+
+
+def frozen_params(est) -> dict:
+    """The values of :data:`FROZEN_PARAMS` as given, recorded when the model is initialised."""
+    return {name: getattr(est, name) for name in FROZEN_PARAMS}
+
+
+def _same(name, old, new) -> bool:
+    if name in ("dtype", "head_dtype"):
+        return resolve_dtype(old) == resolve_dtype(new)  # "float64" and torch.float64 alike
+    if isinstance(old, (str, Real)) and isinstance(new, (str, Real)):
+        return old == new
+    return old is new  # a module, callable or class: the same object
+
+
+def _describe(value) -> str:
+    if value is None or isinstance(value, (str, Real, torch.dtype)):
+        return repr(value)
+    if isinstance(value, type) or inspect.isfunction(value):  # a class or a function: its name
+        return f"{value.__module__}.{value.__qualname__}"
+    return f"{type(value).__name__} object at {id(value):#x}"
+
+
+def check_unchanged_params(est) -> None:
+    """A continued fit (``partial_fit``, ``warm_start``) must not change what defines the fitted model.
+
+    ``set_params`` between calls would otherwise be silently ignored for these.
+    A model pickled before the record existed is not checked.
+    """
+    recorded = getattr(est, "_init_params", None)
+    for name, old in (recorded or {}).items():
+        new = getattr(est, name)
+        if not _same(name, old, new):
+            raise ValueError(
+                f"{name} was {_describe(old)} when this model was initialised and is now {_describe(new)}. "
+                f"It defines the fitted model, so partial_fit and warm-started fits cannot change it: fit from "
+                f"scratch (warm_start=False) or on a clone. learning_rate, alpha, batch_size, ridge_max_change, "
+                f"shuffle and the stopping parameters take effect on the next call."
+            )

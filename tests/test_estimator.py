@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain.datasets import make_peaks
 from tests.conftest import FrozenFeatures, tikhonov
 
 # The default extractor runs in float32: BLAS results then depend on how many
@@ -278,6 +279,59 @@ def test_warm_start_continues(peaks_data):
     assert m.n_iter_ == 4 and len(m.loss_curve_) == 4
     cold = SlimTrainRegressor(max_iter=2, random_state=0).fit(X, y).fit(X, y)
     assert cold.n_iter_ == 2
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(memory_depth=5), "memory_depth was 0 when this model was initialised and is now 5"),
+        (dict(ridge=1e-3), "ridge was 'sgcv' when this model was initialised and is now 0.001"),
+        (dict(optimizer=torch.optim.SGD), "optimizer was 'adam' when .* now torch.optim.sgd.SGD"),
+        (dict(fit_intercept=False), "fit_intercept was True"),
+        (dict(head_dtype="float32"), "head_dtype was 'float64'"),
+        (dict(feature_extractor=lambda n: torch.nn.Linear(n, 4)), r"feature_extractor was None .* now \S*test_estimator.<lambda>\."),
+    ],
+)
+@pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
+def test_continued_fit_refuses_a_changed_structural_parameter(peaks_data, change, message, how):
+    X, y = peaks_data
+    m = SlimTrainRegressor(max_iter=1, warm_start=how == "warm_start", random_state=0)
+    m = m.partial_fit(X, y) if how == "partial_fit" else m.fit(X, y)
+    before = pickle.dumps(m)
+    m.set_params(**change)
+    with pytest.raises(ValueError, match=message):
+        m.partial_fit(X, y) if how == "partial_fit" else m.fit(X, y)
+    assert m.n_iter_ == 1 and m.t_ == len(X)  # nothing was trained
+    # the message's advice works: a clone, or a fit from scratch, which then continues
+    clone(m).fit(X, y)
+    m.set_params(warm_start=False).fit(X, y)
+    m.partial_fit(X, y)
+    assert m.t_ == 2 * len(X)
+    pickle.loads(before).partial_fit(X, y)  # unchanged parameters: continues, also after pickling
+
+
+def test_continued_fit_accepts_equivalent_and_live_parameters(peaks_data):
+    X, y = peaks_data
+    extractor = ResNetFeatures(2, width=4)
+    m = SlimTrainRegressor(extractor, dtype="float32", random_state=0).partial_fit(X, y)
+    m = pickle.loads(pickle.dumps(m))  # the parameter and its record stay one object
+    m.set_params(dtype=torch.float32, feature_extractor=m.feature_extractor, batch_size=64, alpha=1e-4)
+    m.partial_fit(X, y)
+    assert m.t_ == 2 * len(X)
+    with pytest.raises(ValueError, match="feature_extractor was ResNetFeatures object"):
+        m.set_params(feature_extractor=copy.deepcopy(extractor)).partial_fit(X, y)
+
+
+def test_ridge_max_change_takes_effect_on_the_next_call():
+    X, y = make_peaks(320, random_state=1)  # 10 full batches of 32 per call
+    m = SlimTrainRegressor(batch_size=32, shuffle=False, random_state=0).partial_fit(X, y)
+    m.set_params(ridge_max_change=0.01)
+    m.partial_fit(X, y)
+    # cumulative ridge S_k = per-step ridge * k (k full batches seen so far)
+    S = m.ridge_path_ * np.arange(1, 21)
+    ratios = S[11:] / S[10:-1]
+    assert np.all(ratios <= 1.01 + 1e-12) and np.all(ratios >= 0.99 - 1e-12)
+    assert np.abs(S[1:10] / S[:9] - 1).max() > 0.01  # the default bound (0.5) let it move more before
 
 
 def test_grid_search_cross_val_and_pipeline(peaks_data):

@@ -367,6 +367,11 @@ def test_save_load_round_trip_and_continue(tmp_path):
     model.partial_fit(X0, Y0)
     loaded.partial_fit(X0, Y0)  # optimizer moments, memory, ridge and RNG continue exactly
     np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+    # a structural parameter overridden at load does not match the saved state: refused
+    other = SlimTrainRegressor.load(path, memory_depth=5, learning_rate=1e-2)
+    with pytest.raises(ValueError, match="memory_depth was 2 when this model was initialised and is now 5"):
+        other.partial_fit(X0, Y0)
+    other.set_params(memory_depth=2).partial_fit(X0, Y0)  # learning_rate is not structural
 
 
 def test_load_needs_the_custom_module_and_checks_it(tmp_path):
