@@ -54,8 +54,27 @@ def loss(pred, Y):
     return 0.5 * float(((pred - Y) ** 2).sum()) / len(Y)
 
 
-def network():
-    return ResNetFeatures(width=16, depth=8, final_time=4.0)  # Appendix B's CDR network
+def network(n_features_in=None):
+    return ResNetFeatures(n_features_in, width=16, depth=8, final_time=4.0)  # Appendix B's CDR network
+
+
+def saturation(extractor, X):
+    """How far the trained tanh ResNet sits in tanh's flat part, on the rows ``X``.
+
+    Returns the fraction of the opening layer's pre-activations with ``|z| > 3``
+    (where ``tanh'(z) < 0.01``), the same for the residual layers, and the median over
+    the 16 features of their standard deviation across the rows (a feature that no
+    longer varies cannot help any head, solved or learned).
+    """
+    with torch.no_grad():
+        z = extractor.opening(torch.tensor(X, dtype=torch.float32))
+        u, h = torch.tanh(z), extractor.final_time / max(extractor.depth, 1)
+        flat = []
+        for layer in extractor.layers:
+            zz = layer(u)
+            flat.append(float((zz.abs() > 3).float().mean()))
+            u = u + h * torch.tanh(zz)
+        return float((z.abs() > 3).float().mean()), float(np.mean(flat)), float(u.std(0).median())
 
 
 def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target_scale, standardize=False,
@@ -69,10 +88,15 @@ def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target
         def record(epoch, predict):
             curve.append((loss(predict(Xtr), Ytr), loss(predict(Xva), Yva)))
 
-        fit_adam(Xtr, Ytr, extractor=network(), lr=lr, batch_size=batch, epochs=epochs, seed=seed, callback=record)
-        return dict(method=method, lr=lr, batch=batch, memory=memory, curve=curve, refit=None, ridges=None)
+        extractor = network()
+        fit_adam(Xtr, Ytr, extractor=extractor, lr=lr, batch_size=batch, epochs=epochs, seed=seed, callback=record)
+        return dict(method=method, lr=lr, batch=batch, memory=memory, curve=curve, refit=None, ridges=None,
+                    saturation=saturation(extractor, Xtr))
     cls = SlimTrainRegressor if rule == "global" else MatlabRuleRegressor
-    model = cls(network(), learning_rate=lr, batch_size=batch, memory_depth=memory, refit_head=False,
+    # The callable, not a module: the network is then built under the model's random_state.
+    # A module built here would draw its weights from torch's global generator, whose state
+    # in a joblib worker depends on the jobs that ran there before.
+    model = cls(network, learning_rate=lr, batch_size=batch, memory_depth=memory, refit_head=False,
                 random_state=seed)
     refit = None
     with warnings.catch_warnings():
@@ -86,7 +110,8 @@ def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target
                 refit = (loss(final.predict(Xtr), Ytr), loss(final.predict(Xva), Yva))
                 ridges_at_report = model.ridge_path_.copy()
     return dict(method=method, lr=lr, batch=batch, memory=memory, curve=curve, refit=refit,
-                ridges=ridges_at_report if epochs >= report_epoch else model.ridge_path_.copy())
+                ridges=ridges_at_report if epochs >= report_epoch else model.ridge_path_.copy(),
+                saturation=saturation(model.feature_extractor_, Xtr))
 
 
 def figures(results, lrs, batches, memories, report_epoch):
@@ -205,6 +230,15 @@ def main(argv=None):
                      max(adam) / min(adam)])
     print(markdown_table(["batch", f"Adam / slimTrain valid at lr {args.lrs[0]:g} (goal >= 30)",
                           "slimTrain worst / best over lr (goal <= 3)", "Adam worst / best over lr"], rows))
+    print(f"\n## Saturation of the tanh units after {args.epochs} epochs (training rows, memory "
+          f"{args.memories[0]})\n")
+    rows = []
+    for b, lr, method in itertools.product(args.batches, args.lrs, ("adam", "slim")):
+        r = next(r for r in results if (r["method"], r["batch"], r["lr"]) == (method, b, lr)
+                 and (method == "adam" or r["memory"] == args.memories[0]))
+        rows.append([b, lr, "Adam" if method == "adam" else "slimTrain", *r["saturation"]])
+    print(markdown_table(["batch", "lr", "method", "opening layer: share of abs(z) > 3",
+                          "residual layers: share of abs(z) > 3", "median feature std over rows"], rows))
     if not args.no_figures:
         if args.target_scale != 1:
             FIGURES_SUFFIX[0] = f"_x{args.target_scale:g}"

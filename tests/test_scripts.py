@@ -46,7 +46,25 @@ def test_streaming_benchmark_quick():
 
 def test_cdr_benchmark_quick():
     out = _run("benchmarks/cdr.py", "--quick", "--n-jobs", "1").stdout
-    assert "## Table 1" in out and "| 10 | Adam |" in out and "## Goals" in out
+    assert "## Table 1" in out and "| 10 | Adam |" in out and "## Goals" in out and "## Saturation" in out
+
+
+def test_cdr_benchmark_runs_do_not_depend_on_torch_global_generator():
+    # each run (a joblib job) must give the same result whichever jobs ran before it in its worker
+    code = """
+import sys, torch
+sys.path.insert(0, "benchmarks")
+import cdr
+out = []
+for method in ("slim", "adam"):
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.rand(seed)
+        out.append(cdr.run(method, 1e-3, 10, 0, 1, 1, 0, 40, 1.0)["curve"])
+assert out[0] == out[1] and out[2] == out[3], out
+print("same")
+"""
+    assert _run("-c", code).stdout.strip() == "same"
 
 
 def test_autoencoder_benchmark_quick():
