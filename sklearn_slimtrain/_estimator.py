@@ -50,7 +50,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         return a module; None builds :class:`ResNetFeatures` (the paper's tanh
         ResNet, width 16, depth 8, final time 5).  It must map a float tensor of
         shape ``(n, n_features_in)`` to ``(n, n_features_out)``.  A module without
-        trainable parameters (random features) trains only the head.
+        trainable parameters (random features) trains only the head.  A module
+        starts from the weights it has; a callable (and None) builds the
+        network under ``random_state``, so only then does ``random_state`` set
+        the initial weights (except a module's lazy layers, drawn at ``fit``).
     head : torch.nn.Module or None, default=None
         The final layer, solved by slimTik.  None is the dense head ``W z + c``
         on 2-D features (one decomposition shared by all targets).  A layer
