@@ -16,11 +16,11 @@ charged to a single epoch:
 * a wide case: width 256, batch 256.
 
 Each repeat also times a third fit, slimTrain with its head step skipped after the
-first batch (the head keeps the weights of its first solve; everything else runs: the forward pass, the conversion of
-the features to the head's dtype, the head's forward pass and the loss, the backward
-pass, Adam on the extractor, the per-epoch copy and checks).  Its ratio to Adam is
-the overhead outside the slimTik step, so the step's own share is the difference
-between the two columns.
+first batch (the head keeps the weights of its first solve; everything else runs: the
+forward pass, the conversion of the features to the head's dtype, the head's forward
+pass and the loss, the backward pass, Adam on the extractor, the per-epoch copy and
+checks).  Its ratio to Adam is the overhead outside the slimTik step, so the step's
+own share is the difference between the two columns.
 
 ``--head-only`` times one slimTik step (``SlimTikHead.step``, sGCV, memory 5) on
 the CPU with its algebra in NumPy against torch, for heads of ``q`` = 9 to 257

@@ -157,7 +157,6 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype):
     return X_val, y_val
 
 
-
 def frozen_params(est) -> dict:
     """The values of :data:`FROZEN_PARAMS` as given, recorded when the model is initialised."""
     return {name: getattr(est, name) for name in FROZEN_PARAMS}
