@@ -107,7 +107,9 @@ def compiled_head_step(kernel):
     no_memory = np.zeros((1, 1))
     unit, tiny = _GRID
 
-    def step(self, features, targets):
+    def step(self, features, targets, weights=None, mass=None):
+        if weights is not None:
+            raise NotImplementedError("the compiled step of this benchmark has no sample weights")
         b = features.shape[0]
         self.n_seen += b
         depth = self.memory.depth

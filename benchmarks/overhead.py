@@ -93,7 +93,7 @@ def head_step_skipped():
 
     original = SlimTikHead.step
 
-    def skipped(self, features, targets):
+    def skipped(self, features, targets, weights=None, mass=None):
         # The first step solves: with the initial zero head the extractor's gradients,
         # and so Adam's second moments, would be exactly zero, and torch's CPU square
         # root of zeros runs about 9x slower than of other numbers (2.8 against 0.3 ms

@@ -29,6 +29,8 @@ from ._validation import (
     check_unchanged_params,
     check_validation_set,
     frozen_params,
+    holdout,
+    weighted_rows,
 )
 
 __all__ = ["SlimTrainRegressor"]
@@ -206,6 +208,14 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     a global log grid of cumulative ridges, and ``S_k`` moves towards that
     minimiser by at most ``ridge_max_change * S_{k-1}``; see the user guide.
 
+    With ``sample_weight`` ``s_i``, row ``i`` of the head's problem is scaled
+    by ``sqrt(s_i)``, a batch counts its weight ``m_k = sum_{i in T_k} s_i``
+    in place of ``b`` (``Lambda_k = lam m_k / batch_size``), and the losses are
+    weighted means (``1/N`` becomes ``1/sum_i s_i``): the Tikhonov identity
+    above holds with weights, and integer weights equal repeated rows for a
+    fixed ridge.  sGCV and the final GCV count rows, so only the ratios of the
+    weights matter; a row of weight 0 is dropped.
+
     A step makes no host-device synchronisation of its own: the ridge is chosen
     on the device, and the loss and the ridge path are copied to the host once
     per epoch.  On CUDA, ``torch.linalg.eigh`` checks its LAPACK status on the
@@ -336,8 +346,9 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: ArrayLike, *, X_val: ArrayLike | None = None,
-            y_val: ArrayLike | None = None) -> "SlimTrainRegressor":
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, *,
+            X_val: ArrayLike | None = None, y_val: ArrayLike | None = None,
+            sample_weight_val: ArrayLike | None = None) -> "SlimTrainRegressor":
         """Fit the network for at most ``max_iter`` epochs.
 
         Parameters
@@ -346,19 +357,24 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             Training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows (see the Notes); rows of weight 0
+            are dropped, as if absent.
         X_val, y_val : array-like, default=None
             An explicit validation set for early stopping (then
             ``validation_fraction`` is unused), as
             :class:`~sklearn.ensemble.HistGradientBoostingRegressor` accepts.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation rows ``X_val`` in the validation loss and R2.
 
         Returns
         -------
         self : SlimTrainRegressor
         """
-        return self._fit(X, y, incremental=False, X_val=X_val, y_val=y_val)
+        return self._fit(X, y, False, sample_weight, X_val, y_val, sample_weight_val)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> "SlimTrainRegressor":
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> "SlimTrainRegressor":
         """One pass over ``X`` in mini-batches, continuing the training state.
 
         The first call initialises the model; later calls continue the
@@ -371,32 +387,30 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             Training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows, on the scale of earlier calls.
 
         Returns
         -------
         self : SlimTrainRegressor
         """
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, True, sample_weight)
 
-    def _fit(self, X, y, incremental, X_val=None, y_val=None):
+    def _fit(self, X, y, incremental, sample_weight=None, X_val=None, y_val=None, sample_weight_val=None):
         fitted = hasattr(self, "feature_extractor_")
         reset = not (fitted and (incremental or self.warm_start))
         X, y = validate_data(
             self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
         )
         y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-        if not reset and y2.shape[1] != self.n_outputs_:
-            raise ValueError(
-                f"y has {y2.shape[1]} targets, but {type(self).__name__} is expecting "
-                f"{self.n_outputs_} targets as input."
-            )
         if not reset:
-            check_unchanged_params(self)
+            check_unchanged_params(self, y2)
         dtype = resolve_dtype(self.dtype) if reset else self._dtype
         check_training_data(X, y2, dtype, builtin=self.feature_extractor is None)
         check_optimizer(self.optimizer)
+        X, y2, sw = weighted_rows(sample_weight, X, y2)
         early = self.early_stopping and not incremental
-        val = check_validation_set(self, X, y2, X_val, y_val, early, dtype)
+        val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val)
         if reset:
             self._initialize(X, y2, y.ndim)
         if not incremental:
@@ -405,20 +419,15 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             group["lr"] = self.learning_rate  # set_params(learning_rate=...) keeps the moments
         self._head.max_change = float(self.ridge_max_change)  # as the learning rate: on the next step
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
-            order = self._rng.permutation(X.shape[0])
-            n_val = math.ceil(self.validation_fraction * X.shape[0])
-            val = (X[order[:n_val]], y2[order[:n_val]])
-            X, y2 = X[order[n_val:]], y2[order[n_val:]]
-        device = torch.device(self.device_)
-        Xt = torch.tensor(X, dtype=self._dtype, device=device)
-        Yt = torch.tensor(y2, dtype=self._head.dtype, device=device)
+            (X, y2, sw), val = holdout(self._rng, self.validation_fraction, X, y2, sw)
+        train = self._training_tensors(X, y2, sw)  # (Xt, Yt, Wt, mass)
         table = EpochTable(validation=early) if self.verbose else None
         best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
             snapshot = self._snapshot()
             try:
-                loss = self._epoch(Xt, Yt)
+                loss = self._epoch(*train[:3], sw)
             except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
                 loss = math.nan
             except KeyboardInterrupt:
@@ -447,7 +456,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             self.loss_curve_.append(loss)
             self.n_iter_ += 1
             self.t_ += X.shape[0]
-            scores = self._validation_scores(Xt, Yt, *val) if early else (None, None)
+            scores = self._validation_scores(train, *val) if early else (None, None)
             if update_no_improvement(self, loss, scores[1], early):
                 best = self._snapshot()
             if table is not None:
@@ -467,7 +476,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 ConvergenceWarning,
             )
         if self.refit_head and not incremental:
-            self._refit_head(Xt, Yt)
+            self._refit_head(train)
         return self
 
     def _initialize(self, X, y2, y_ndim):

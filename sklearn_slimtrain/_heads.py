@@ -161,10 +161,17 @@ class DenseLayout:
         """The right-hand side ``B`` (``b x t``)."""
         return Y
 
-    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
-        """The batch's statistics, as tensors or (for NumPy inputs) as NumPy arrays."""
+    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor, weights: Tensor | None = None) -> BatchStats:
+        """The batch's statistics, as tensors or (for NumPy inputs) as NumPy arrays.
+
+        ``weights`` (``b``, positive) scales row ``i`` of ``A`` and ``R`` by
+        ``sqrt(w_i)``: ``A^T diag(w) A``, ``A^T diag(w) R``, ``sum_i w_i ||r_i||^2``.
+        """
         A = self.design(Z)
         R = Y - A @ coef
+        if weights is not None:
+            root = (weights**0.5)[:, None]
+            A, R = A * root, R * root
         return BatchStats(A.T @ A, A.T @ R, (R * R).sum(), A.shape[0], A)
 
     def apply(self, Z: Tensor, coef: Tensor) -> Tensor:
@@ -313,32 +320,36 @@ class ConvLayout(_LayerLayout):
         c_out = self.shape[1]
         return Y.reshape(Y.shape[0], c_out, -1).transpose(1, 2).reshape(-1, c_out)
 
-    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor, weights: Tensor | None = None) -> BatchStats:
         """``A^T A``, ``A^T R`` and ``||R||^2`` without forming ``A``.
 
         ``R`` comes from the layer itself; each class of taps gathers only its
         own sub-block of ``A`` (the other entries of its rows are zero), whose
         Gram and cross products fill the diagonal blocks; the bias row is made
-        of column sums.
+        of column sums.  ``weights`` (``b``) scales every row of sample ``i``
+        (all its output positions) by ``sqrt(w_i)``.
         """
         b, (q, t) = Z.shape[0], self.shape
-        R = self.targets(Y - self.apply(Z, coef))  # (b * positions, t)
-        R3 = R.view(b, self.n_positions, t)
+        R3 = self.targets(Y - self.apply(Z, coef)).view(b, self.n_positions, t)
         padded = self._padded(Z)
+        root = None if weights is None else (weights**0.5)[:, None, None]
+        if root is not None:  # the bias column becomes sqrt(w): its sums take a second sqrt(w)
+            R3, padded = R3 * root, padded * root
         gram = Z.new_zeros((q, q))
         cross = Z.new_zeros((q, t))
         for rows, cols, gather, n_taps in self._blocks:
-            sub = padded.index_select(1, gather).reshape(-1, n_taps * self.c_in)
-            gram[cols[:, None], cols[None, :]] = sub.T @ sub
-            cross[cols] = sub.T @ R3[:, rows].reshape(-1, t)
+            sub = padded.index_select(1, gather)  # (b, class positions x taps, C_in)
+            flat = sub.reshape(-1, n_taps * self.c_in)
+            gram[cols[:, None], cols[None, :]] = flat.T @ flat
+            cross[cols] = flat.T @ R3[:, rows].reshape(-1, t)
             if self.has_bias:
-                gram[-1, cols] = sub.sum(0)
+                gram[-1, cols] = (flat if root is None else (sub * root).reshape(flat.shape)).sum(0)
                 gram[cols, -1] = gram[-1, cols]
         n_rows = b * self.n_positions
         if self.has_bias:
-            gram[-1, -1] = n_rows
-            cross[-1] = R.sum(0)
-        return BatchStats(gram, cross, (R * R).sum(), n_rows, None)
+            gram[-1, -1] = n_rows if weights is None else self.n_positions * weights.sum()
+            cross[-1] = (R3 if root is None else R3 * root).sum((0, 1))
+        return BatchStats(gram, cross, (R3 * R3).sum(), n_rows, None)
 
     def weights(self, coef: Tensor) -> dict:
         """The layer's parameters (``weight``, ``bias``) that ``coef`` describes."""
@@ -407,9 +418,13 @@ class OperatorLayout(_LayerLayout):
     def targets(self, Y: Tensor) -> Tensor:
         return Y.reshape(-1, 1)
 
-    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor) -> BatchStats:
+    def stats(self, Z: Tensor, Y: Tensor, coef: Tensor, weights: Tensor | None = None) -> BatchStats:
+        """As :meth:`DenseLayout.stats`, the rows of sample ``i`` scaled by ``sqrt(w_i)``."""
         A = self.design(Z)
         R = self.targets(Y) - A @ coef
+        if weights is not None:
+            root = (weights**0.5).repeat_interleave(self.n_outputs)[:, None]
+            A, R = A * root, R * root
         return BatchStats(_structured_gram(A, self.n_outputs, self._blocks), A.T @ R, (R * R).sum(),
                           A.shape[0], None)
 

@@ -47,31 +47,46 @@ def _clone(state):
 class _SeparableNetworkMixin:
     """Epochs, steps, chunked forward passes and head solves of a fitted estimator."""
 
-    def _validation_scores(self, Xt, Yt, X_val, y_val):
-        """Validation loss and R2 of the model as ``fit`` would return it now."""
+    def _training_tensors(self, X, y2, sw):
+        """``(Xt, Yt, Wt, mass)`` on the model's device: weights in the head's dtype, ``mass`` their sum."""
+        device = torch.device(self.device_)
+        Xt = torch.tensor(X, dtype=self._dtype, device=device)
+        Yt = torch.tensor(y2, dtype=self._head.dtype, device=device)
+        if sw is None:
+            return Xt, Yt, None, None
+        return Xt, Yt, torch.tensor(sw, dtype=self._head.dtype, device=device), float(sw.sum())
+
+    def _validation_scores(self, train, X_val, y_val, sw_val=None):
+        """Validation loss and R2 (weighted by ``sw_val``) of the model as ``fit`` would return it now.
+
+        ``train`` is the training set ``(Xt, Yt, Wt, mass)`` of :meth:`_solve_full_head`.
+        """
         coef = self._head.coef
         if self.refit_head:
-            solved = self._solve_full_head(Xt, Yt)
+            solved = self._solve_full_head(*train)
             coef = coef if solved is None else solved[0]
         with torch.no_grad():
             pred = np.concatenate([self._head.apply(Z, coef).cpu().numpy() for _, Z in self._chunked_features(X_val)])
         if np.isfinite(pred).all():
-            loss, score = 0.5 * float(((pred - y_val) ** 2).sum()) / len(y_val), float(r2_score(y_val, pred))
+            sq = ((pred - y_val) ** 2).sum(axis=1)
+            loss = 0.5 * float(np.average(sq, weights=sw_val))
+            score = float(r2_score(y_val, pred, sample_weight=sw_val))
         else:  # never the best epoch; the divergence check of the epoch loop acts on the weights
             loss, score = np.nan, -np.inf
         self.validation_loss_curve_.append(loss)
         self.validation_scores_.append(score)
         return loss, score
 
-    def _solve_full_head(self, Xt, Yt):
+    def _solve_full_head(self, Xt, Yt, Wt=None, mass=None):
+        """The exact head on all rows, weighted by ``Wt`` (whose sum is ``mass``) when given."""
         ridge = None if self.ridge == "sgcv" else float(self.ridge)
         with torch.no_grad():
-            chunks = ((Z, Yt[rows]) for rows, Z in self._chunked_features(Xt))
-            return self._head.solve_full(chunks, ridge)
+            chunks = ((Z, Yt[rows], None if Wt is None else Wt[rows]) for rows, Z in self._chunked_features(Xt))
+            return self._head.solve_full(chunks, ridge, mass)
 
-    def _refit_head(self, Xt, Yt):
-        """Variable-projection head on all of ``(Xt, Yt)`` with the final extractor."""
-        solved = self._solve_full_head(Xt, Yt)
+    def _refit_head(self, train):
+        """Variable-projection head on the training set ``(Xt, Yt, Wt, mass)`` with the final extractor."""
+        solved = self._solve_full_head(*train)
         if solved is not None:
             self._head.coef, self.refit_ridge_ = solved
 
@@ -120,12 +135,17 @@ class _SeparableNetworkMixin:
             return cls(params, lr=self.learning_rate, foreach=True)
         return self.optimizer(params, lr=self.learning_rate)  # a class, checked by fit
 
-    def _epoch(self, Xt, Yt):
-        """One pass over ``(Xt, Yt)``; returns the mean training loss (one sync)."""
+    def _epoch(self, Xt, Yt, Wt=None, sw=None):
+        """One pass over ``(Xt, Yt)``; returns the mean training loss (one sync).
+
+        With sample weights (``Wt`` on the device, ``sw`` the same on the host,
+        whose batch sums are taken there) the loss is the weighted mean.
+        """
         n = Xt.shape[0]
-        order = None
+        order = perm = None
         if self.shuffle:
-            order = torch.as_tensor(self._rng.permutation(n), device=Xt.device)
+            perm = self._rng.permutation(n)
+            order = torch.as_tensor(perm, device=Xt.device)
         self.feature_extractor_.train()
         total = torch.zeros((), dtype=Yt.dtype, device=Xt.device)
         # A short last batch would leave the head fitted to a handful of rows (fewer
@@ -133,26 +153,35 @@ class _SeparableNetworkMixin:
         # is merged into the one before: every batch has batch_size to
         # 2 * batch_size - 1 rows (all n rows when n < batch_size).
         stops = [self.batch_size * (i + 1) for i in range(max(n // self.batch_size, 1) - 1)] + [n]
+        starts = [0, *stops[:-1]]
+        masses = [None] * len(stops) if sw is None else np.add.reduceat(sw if perm is None else sw[perm], starts)
         bar = batch_bar(self.verbose, len(stops), self.n_iter_ + 1)
         try:
             with self._head.stepping():
-                for start, stop in zip([0, *stops[:-1]], stops):
+                for start, stop, mass in zip(starts, stops, masses):
                     rows = slice(start, stop) if order is None else order[start:stop]
-                    total += self._step(Xt[rows], Yt[rows])
+                    total += self._step(Xt[rows], Yt[rows], None if Wt is None else Wt[rows], mass)
                     bar.update()
         finally:
             bar.close()
-        return float(total) / n
+        return float(total) / (n if sw is None else float(sw.sum()))
 
-    def _step(self, xb, yb):
-        """Algorithm 3.1, lines 8-14: features, head solve, extractor update."""
+    def _step(self, xb, yb, wb=None, mass=None):
+        """Algorithm 3.1, lines 8-14: features, head solve, extractor update.
+
+        Returns the batch's loss times its size (or its weight ``mass``).
+        """
         train = self._optimizer is not None
         with torch.set_grad_enabled(train):
             Z = self._features(xb)
-        coef = self._head.step(Z.detach().to(self._head.dtype), yb)
+        coef = self._head.step(Z.detach().to(self._head.dtype), yb, wb, mass)
+        size = xb.shape[0] if wb is None else float(mass)
         with torch.set_grad_enabled(train):
             resid = self._head.apply(Z, coef) - yb.to(Z.dtype)
-            loss = 0.5 * (resid * resid).sum() / xb.shape[0]
+            if wb is None:
+                loss = 0.5 * (resid * resid).sum() / size
+            else:  # the batch's weighted mean, as MLPRegressor (weights over their sum: no overflow)
+                loss = 0.5 * (resid * resid * (wb / size).to(Z.dtype)[:, None]).sum()
             if train:
                 objective = loss
                 if self.alpha > 0:
@@ -161,7 +190,7 @@ class _SeparableNetworkMixin:
                 self._optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 self._optimizer.step()
-        return loss.detach().to(yb.dtype) * xb.shape[0]
+        return loss.detach().to(yb.dtype) * size
 
     def _features(self, x):
         """``F(x)``: what the head sees."""

@@ -160,12 +160,17 @@ class SlimTikHead:
         with _blas_one_thread(), np.errstate(all="ignore"):
             yield
 
-    def step(self, features: Tensor, targets: Tensor) -> Tensor:
+    def step(self, features: Tensor, targets: Tensor, weights: Tensor | None = None,
+             mass: float | None = None) -> Tensor:
         """One slimTik step on a batch; returns the new head ``W_k`` (``q x t``).
 
         ``features`` (the extractor's output for ``b`` samples) and ``targets``
         (``b x outputs``) are in the head's dtype and on its device.  No host
-        synchronisation.
+        synchronisation.  Optional sample ``weights`` (``b``, positive, same
+        dtype and device) scale the rows by ``sqrt(w_i)``; ``mass`` is their sum,
+        a Python number computed by the caller (so that the step need not read
+        it from the device), and takes the place of ``b`` in the batch's share
+        of the ridge and in ``n_seen``.
 
         On the CPU, for ``q <= HOST_MAX_WEIGHTS``, the step's small-matrix
         algebra (one ``q x q`` eigendecomposition and about a hundred ``q x q``
@@ -176,21 +181,22 @@ class SlimTikHead:
         statistics with torch.  On an accelerator everything stays in torch on
         the device.
         """
-        b = features.shape[0]
+        b = features.shape[0] if weights is None else mass
         host = self._solve_on_host
         if host is None:  # (also for heads pickled before the attribute existed: the class default)
             host = self._solve_on_host = self.on_host
         coef, ridge_prev, per_step = self.coef, self.ridge, self.per_step
         memory = self.memory.total() if self.memory.depth else None
         if not host:
-            stats = self.layout.stats(features, targets, coef)
+            stats = self.layout.stats(features, targets, coef, weights)
         else:  # NumPy views of the same memory
             coef, ridge_prev, per_step = coef.numpy(), ridge_prev.numpy(), per_step.numpy()
             memory = None if memory is None else memory.numpy()
             if self.layout.kind == "dense":  # a few products: cheaper in NumPy too
-                stats = self.layout.stats(features.numpy(), targets.numpy(), coef)
+                stats = self.layout.stats(features.numpy(), targets.numpy(), coef,
+                                          None if weights is None else weights.numpy())
             else:  # a convolution's statistics, formed by torch
-                stats = self.layout.stats(features, targets, self.coef)
+                stats = self.layout.stats(features, targets, self.coef, weights)
                 stats = stats._replace(**{k: _host(getattr(stats, k)) for k in ("gram", "cross", "rnorm2", "batch")})
         gram, cross, rnorm2, batch = stats.gram, stats.cross, stats.rnorm2, stats.batch
         self.n_seen += b
@@ -240,19 +246,21 @@ class SlimTikHead:
             self._pending = []
         return self._path
 
-    def solve_full(self, chunks, ridge: float | None):
+    def solve_full(self, chunks, ridge: float | None, mass: float | None = None):
         """The Tikhonov head on all rows (the estimator's final solve); ``W`` is unchanged.
 
-        ``chunks`` yields ``(features, targets)`` blocks in the head's dtype; only
-        ``A^T A``, ``A^T B`` and ``||B||^2`` are accumulated (``q x q`` memory).
-        ``ridge`` is a fixed ``lam`` or None for GCV.  Returns ``(coef, ridge)``, or
-        None when the solve is not finite.
+        ``chunks`` yields ``(features, targets, weights)`` blocks in the head's
+        dtype (``weights`` None or per sample); only ``A^T A``, ``A^T B`` and
+        ``||B||^2`` are accumulated (``q x q`` memory).  ``ridge`` is a fixed
+        ``lam`` or None for GCV; ``mass`` is the sum of the weights (None: the
+        number of samples), the ``N`` of ``(1/N) sum_i w_i ...``.  GCV counts
+        rows.  Returns ``(coef, ridge)``, or None when the solve is not finite.
         """
         zero = torch.zeros_like(self.coef)
         gram = cross = ynorm2 = None
         n, rows = 0, 0
-        for Z, Y in chunks:
-            stats = self.layout.stats(Z, Y, zero)  # residual of the zero head: B itself
+        for Z, Y, w in chunks:
+            stats = self.layout.stats(Z, Y, zero, w)  # residual of the zero head: B itself
             if gram is None:
                 gram, cross, ynorm2 = stats.gram, stats.cross, stats.rnorm2
             else:
@@ -261,6 +269,7 @@ class SlimTikHead:
             rows += stats.n_rows
         if not bool(torch.isfinite(gram).all() & torch.isfinite(cross).all()):
             return None
+        n = n if mass is None else mass
         result = tikhonov_from_gram(gram / n, cross / n, ynorm2 / n, rows, ridge=ridge)
         if not bool(torch.isfinite(result.coef).all()):
             return None
@@ -313,7 +322,8 @@ class SlimTikHead:
         head.per_step = tensors["per_step"].to(device)
         head.memory._buffer = tensors["memory"].to(device)
         head.memory._next = int(scalars["memory_next"])
-        head.n_seen = int(scalars["n_seen"])
+        n_seen = scalars["n_seen"]  # an int, or a float after steps with sample weights
+        head.n_seen = float(n_seen) if isinstance(n_seen, float) else int(n_seen)
         head._path = tensors["path"].numpy().astype(np.float64)
         return head
 

@@ -8,7 +8,7 @@ from numbers import Real
 import numpy as np
 import torch
 from sklearn.utils import check_array
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from ._device import resolve_dtype
 
@@ -19,10 +19,13 @@ __all__ = [
     "check_magnitude",
     "check_optimizer",
     "check_predictions",
+    "check_sample_weight",
     "check_training_data",
     "check_unchanged_params",
     "check_validation_set",
     "frozen_params",
+    "holdout",
+    "weighted_rows",
 ]
 
 # Parameters that define the fitted state (the network, its optimizer, the head's
@@ -134,8 +137,46 @@ def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = T
         )
 
 
-def check_validation_set(est, X, y2, X_val, y_val, early, dtype):
-    """Checked explicit validation set (or None), before any training work."""
+def check_sample_weight(sample_weight, X: np.ndarray, name: str = "sample_weight") -> np.ndarray | None:
+    """None, or float64 weights of shape ``(n_samples,)``: finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return None
+    try:
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    except ValueError as exc:  # scikit-learn's message, naming this parameter
+        if name == "sample_weight":
+            raise
+        raise ValueError(str(exc).replace("sample_weight", name)) from None
+    with np.errstate(over="ignore"):
+        total = sw.sum()
+    if not np.isfinite(total):  # huge weights whose sum overflows
+        raise ValueError(f"{name} must be finite, with a finite sum; got values up to {sw.max():.3g}.")
+    if not (sw > 0).any():
+        raise ValueError(f"{name} must contain at least one non-zero number; all {len(sw)} weights are zero.")
+    return sw
+
+
+def weighted_rows(sample_weight, X: np.ndarray, y2: np.ndarray):
+    """``(X, y2, sw)``: checked weights (None without them), rows of weight zero removed."""
+    sw = check_sample_weight(sample_weight, X)
+    if sw is None or (sw > 0).all():
+        return X, y2, sw
+    keep = sw > 0  # a row of weight zero is as if absent (exactly: tests/test_sample_weight.py)
+    return X[keep], y2[keep], sw[keep]
+
+
+def holdout(rng, fraction: float, X: np.ndarray, y2: np.ndarray, sw: np.ndarray | None):
+    """Random ``ceil(fraction n)`` rows held out for early stopping: ``((X, y2, sw), (X_val, y_val, sw_val))``."""
+    order = rng.permutation(X.shape[0])
+    n_val = math.ceil(fraction * X.shape[0])
+    held, kept = order[:n_val], order[n_val:]
+    return (X[kept], y2[kept], None if sw is None else sw[kept]), (X[held], y2[held], None if sw is None else sw[held])
+
+
+def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_val=None):
+    """Checked explicit validation set ``(X_val, y_val, sw_val)`` (or None), before any training work."""
+    if sample_weight_val is not None and X_val is None:
+        raise ValueError("sample_weight_val is passed to fit without X_val and y_val.")
     if X_val is None and y_val is None:
         if early and math.ceil(est.validation_fraction * X.shape[0]) > X.shape[0] - 1:
             raise ValueError(
@@ -154,7 +195,7 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype):
             f"y_val must have shape ({X_val.shape[0]}, {y2.shape[1]}) to match X_val and y; "
             f"got {y_val.shape}.")
     check_magnitude(X_val, "X_val", dtype, squared=False)
-    return X_val, y_val
+    return X_val, y_val, check_sample_weight(sample_weight_val, X_val, "sample_weight_val")
 
 
 def frozen_params(est) -> dict:
@@ -178,12 +219,17 @@ def _describe(value) -> str:
     return f"{type(value).__name__} object at {id(value):#x}"
 
 
-def check_unchanged_params(est) -> None:
+def check_unchanged_params(est, y2: np.ndarray) -> None:
     """A continued fit (``partial_fit``, ``warm_start``) must not change what defines the fitted model.
 
+    Neither the number of targets of ``y2`` nor the structural parameters:
     ``set_params`` between calls would otherwise be silently ignored for these.
     A model pickled before the record existed is not checked.
     """
+    if y2.shape[1] != est.n_outputs_:
+        raise ValueError(
+            f"y has {y2.shape[1]} targets, but {type(est).__name__} is expecting {est.n_outputs_} targets as input."
+        )
     recorded = getattr(est, "_init_params", None)
     for name, old in (recorded or {}).items():
         new = getattr(est, name)

@@ -28,8 +28,17 @@ _FLOAT32_XFAIL = {
 }
 
 
+# sample_weight acts through the ratios of the weights: sGCV and the final GCV count
+# rows, not weights, so the chosen ridge does not change when every weight is scaled.
+# Integer weights therefore equal repeated rows only with a fixed ridge (the check
+# passes then: tests/test_sample_weight.py).
+_WEIGHT_XFAIL = {
+    "check_sample_weight_equivalence_on_dense_data": "sGCV counts rows; equivalent with a fixed ridge (tested)"
+}
+
+
 def _expected_failed(est):
-    return _FLOAT32_XFAIL if est.dtype == "float32" else {}
+    return {**_WEIGHT_XFAIL, **(_FLOAT32_XFAIL if est.dtype == "float32" else {})}
 
 
 @parametrize_with_checks(

@@ -74,6 +74,14 @@ def test_batch_matrix_times_weights_is_the_layer_output(name):
     np.testing.assert_allclose(stats.cross, A.T @ R, rtol=1e-12, atol=1e-11)
     assert float(stats.rnorm2) == pytest.approx(float((R * R).sum()), rel=1e-12)
     assert stats.n_rows == A.shape[0]
+    # sample weights scale every row of sample i (all its outputs) by sqrt(w_i)
+    w = torch.tensor([0.5, 2.0, 3.0], dtype=D64)
+    root = w.sqrt().repeat_interleave(A.shape[0] // 3)[:, None]
+    weighted = layout.stats(Z, Y, coef, w)
+    np.testing.assert_allclose(weighted.gram, (root * A).T @ (root * A), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weighted.cross, (root * A).T @ (root * R), rtol=1e-12, atol=1e-11)
+    assert float(weighted.rnorm2) == pytest.approx(float(((root * R) ** 2).sum()), rel=1e-12)
+    assert weighted.n_rows == A.shape[0]
     # against the Jacobian of the layer in its weights (torch.func, independent of _heads)
     J = _jacobian(layer, Z)
     if layout.kind == "operator":
@@ -108,21 +116,25 @@ def _autoencoder_data(n=48, seed=0):
     return rng.standard_normal((n, 6)), rng.standard_normal((n, 2 * 6 * 6))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("refit", [False, True])
-def test_one_epoch_with_frozen_extractor_is_closed_form_tikhonov_for_conv_weights(refit):
+def test_one_epoch_with_frozen_extractor_is_closed_form_tikhonov_for_conv_weights(refit, weighted):
     # fixed ridge, memory holding every batch: one epoch of slimTik solves
-    # min (1/N) sum_i 1/2 ||K(w) z_i - y_i||^2 + lam/2 ||w||^2 exactly (bias among w)
+    # min (1/M) sum_i s_i 1/2 ||K(w) z_i - y_i||^2 + lam/2 ||w||^2 exactly (bias among w;
+    # sample weights s_i, M their sum; s_i = 1 and M = N without sample_weight)
     X, Y = _autoencoder_data()
+    s = np.random.default_rng(0).uniform(0.2, 3.0, len(X)) if weighted else np.ones(len(X))
     lam = 0.05
     head = nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1)
     extractor = _Frozen(6, (3, 3, 3))
     model = SlimTrainRegressor(extractor, head=head, ridge=lam, memory_depth=10, batch_size=8, max_iter=1,
                                refit_head=refit, dtype="float64", random_state=0)
-    model.fit(X, Y)
+    model.fit(X, Y, sample_weight=s if weighted else None)
     Z = extractor.double()(torch.tensor(X))
     A = _jacobian(head, Z)
     B = torch.tensor(Y).reshape(-1)
-    w = torch.linalg.solve(A.T @ A / len(X) + lam * torch.eye(A.shape[1], dtype=D64), A.T @ B / len(X))
+    rows = torch.tensor(s / s.sum()).repeat_interleave(A.shape[0] // len(X))[:, None]  # per output row
+    w = torch.linalg.solve(A.T @ (rows * A) + lam * torch.eye(A.shape[1], dtype=D64), A.T @ (rows[:, 0] * B))
     got = torch.cat([p.detach().reshape(-1) for p in model.head_.parameters()]).double()
     np.testing.assert_allclose(got, w, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(model.predict(X), (A @ w).reshape(len(X), -1), atol=1e-9)

@@ -60,9 +60,10 @@ class _Shape(torch.nn.Module):
         return z
 
 
-def _fit(X=X0, y=Y0, **params):
+def _fit(X=X0, y=Y0, sample_weight=None, X_val=None, y_val=None, sample_weight_val=None, **params):
     params.setdefault("max_iter", 2)
-    return SlimTrainRegressor(random_state=0, **params).fit(X, y)
+    return SlimTrainRegressor(random_state=0, **params).fit(
+        X, y, sample_weight, X_val=X_val, y_val=y_val, sample_weight_val=sample_weight_val)
 
 
 # id, what is given, how it is called, expected: (exception type, message regex) or a check
@@ -119,6 +120,25 @@ BATTERY = [
      (ValueError, "X_val and y_val must be given together")),
     ("y_val-shape", "y_val with other rows", lambda: SlimTrainRegressor(early_stopping=True).fit(
         X0, Y0, X_val=X0, y_val=Y0[:-1]), (ValueError, r"y_val must have shape \(60, 1\)")),
+    ("sample_weight-negative", "a negative weight", lambda: _fit(sample_weight=np.r_[-1.0, np.ones(59)]),
+     (ValueError, "Negative values in data passed to `sample_weight`")),
+    ("sample_weight-zeros", "all weights zero", lambda: _fit(sample_weight=np.zeros(60)),
+     (ValueError, "must contain at least one non-zero number")),
+    ("sample_weight-some-zeros", "59 weights zero", lambda: _fit(sample_weight=np.r_[2.0, np.zeros(59)]), "finite"),
+    ("sample_weight-shape", "weights for another number of rows", lambda: _fit(sample_weight=np.ones(59)),
+     (ValueError, r"sample_weight.shape == \(59,\), expected \(60,\)")),
+    ("sample_weight-nan", "NaN weight", lambda: _fit(sample_weight=np.r_[np.nan, np.ones(59)]),
+     (ValueError, "Input sample_weight contains NaN")),
+    ("sample_weight-inf", "inf weight", lambda: _fit(sample_weight=np.r_[np.inf, np.ones(59)]),
+     (ValueError, "Input sample_weight contains infinity")),
+    ("sample_weight-huge", "weights of 1e308 (their sum overflows)", lambda: _fit(sample_weight=np.full(60, 1e308)),
+     (ValueError, "sample_weight must be finite, with a finite sum")),
+    ("sample_weight-tiny", "weights of 1e-300", lambda: _fit(sample_weight=np.full(60, 1e-300)), "finite"),
+    ("sample_weight_val-alone", "sample_weight_val without X_val", lambda: _fit(
+        early_stopping=True, sample_weight_val=np.ones(5)), (ValueError, "sample_weight_val is passed to fit without")),
+    ("sample_weight_val-shape", "sample_weight_val with other rows", lambda: _fit(
+        early_stopping=True, X_val=X0, y_val=Y0, sample_weight_val=np.ones(59)),
+     (ValueError, r"sample_weight_val.shape == \(59,\), expected \(60,\)")),
 ]
 
 
