@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
+LINT_STAMP := $(VENV)/.lint-installed
 
-.PHONY: venv demo test bench docs clean
+.PHONY: venv demo test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff over the package, tests, benchmarks, examples and docs (version pinned in the lint extra)
+$(LINT_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[lint]"
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stability.py

@@ -34,9 +34,9 @@ from sklearn.model_selection import train_test_split
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from _common import fit_adam_layer, machine, markdown_table  # noqa: E402
+from _common import fit_adam_layer, machine, markdown_table
 
-from sklearn_slimtrain import ConvAutoencoderFeatures, SlimTrainRegressor  # noqa: E402
+from sklearn_slimtrain import ConvAutoencoderFeatures, SlimTrainRegressor
 
 FIGURES = ROOT / "docs" / "figures"
 ADAM_RIDGES = (1.0, 1e-1, 1e-10)

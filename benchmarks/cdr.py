@@ -32,10 +32,10 @@ from joblib import Parallel, delayed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from _common import MatlabRuleRegressor, fit_adam, machine, markdown_table  # noqa: E402
+from _common import MatlabRuleRegressor, fit_adam, machine, markdown_table
 
-from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain.datasets import make_cdr  # noqa: E402
+from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain.datasets import make_cdr
 
 FIGURES = ROOT / "docs" / "figures"
 FIGURES_SUFFIX = [""]  # figure names get the target scale when it is not 1

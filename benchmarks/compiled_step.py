@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit_adam, machine, markdown_table  # noqa: E402
+from _common import fit_adam, machine, markdown_table
 
-from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain._heads import DenseLayout  # noqa: E402
-from sklearn_slimtrain._slimtik import GRID_SIZE, TIE_RTOL, _unit_grid  # noqa: E402
-from sklearn_slimtrain._solver import SlimTikHead  # noqa: E402
-from sklearn_slimtrain.datasets import make_cdr, make_peaks  # noqa: E402
+from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain._heads import DenseLayout
+from sklearn_slimtrain._slimtik import GRID_SIZE, TIE_RTOL, _unit_grid
+from sklearn_slimtrain._solver import SlimTikHead
+from sklearn_slimtrain.datasets import make_cdr, make_peaks
 
 
 def compile_kernel():

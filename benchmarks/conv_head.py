@@ -28,10 +28,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from _common import machine, markdown_table  # noqa: E402
+from _common import machine, markdown_table
 
-from sklearn_slimtrain import ConvAutoencoderFeatures  # noqa: E402
-from sklearn_slimtrain._heads import ConvLayout, OperatorLayout, basis_layer  # noqa: E402
+from sklearn_slimtrain import ConvAutoencoderFeatures
+from sklearn_slimtrain._heads import ConvLayout, OperatorLayout, basis_layer
 
 D64 = torch.float64
 

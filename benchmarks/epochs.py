@@ -15,10 +15,10 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table  # noqa: E402
+from _common import machine, markdown_table
 
-from sklearn_slimtrain import SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain.datasets import make_peaks  # noqa: E402
+from sklearn_slimtrain import SlimTrainRegressor
+from sklearn_slimtrain.datasets import make_peaks
 
 
 def run(epochs, seed, refit):

@@ -42,10 +42,10 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit_adam, machine, markdown_table  # noqa: E402
+from _common import fit_adam, machine, markdown_table
 
-from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain.datasets import make_cdr, make_peaks  # noqa: E402
+from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain.datasets import make_cdr, make_peaks
 
 
 def head_step_time(q, t, batch, host, steps):

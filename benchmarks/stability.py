@@ -33,10 +33,10 @@ from joblib import Parallel, delayed
 from sklearn.metrics import r2_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MatlabRuleRegressor, fit_adam, machine, markdown_table  # noqa: E402
+from _common import MatlabRuleRegressor, fit_adam, machine, markdown_table
 
-from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain.datasets import make_oscillator, make_peaks  # noqa: E402
+from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain.datasets import make_oscillator, make_peaks
 
 
 def load(problem):

@@ -14,8 +14,9 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # import the checkout, also without an installed package
 
-import sklearn_slimtrain  # noqa: E402
-import torch  # noqa: E402
+import torch
+
+import sklearn_slimtrain
 
 # The examples run in this process.  Their networks are tiny (widths 16-64, batches of
 # 16-32 rows), where torch's intra-op threads only add overhead, and on a busy machine

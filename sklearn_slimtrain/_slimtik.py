@@ -352,7 +352,8 @@ def tikhonov_from_gram(
     n_rows : int
         Rows of the stacked system, for the GCV count: ``N`` for a dense head,
         ``N`` times the output positions for a convolution.  The statistics are
-        divided by the number of samples ``N`` (the loss is a mean over samples).
+        divided by the number of samples ``N`` (the loss is a mean over samples),
+        or by the sum of the sample weights (the weighted mean).
     ridge : float or None
         A fixed ``lam``, or None for GCV.
 

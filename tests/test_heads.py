@@ -180,7 +180,7 @@ class _Trainable(nn.Module):
 def test_dense_head_as_nn_linear_equals_default_head():
     X, Y = _autoencoder_data(40, seed=2)
     kw = dict(batch_size=8, max_iter=2, random_state=0)
-    extractor = lambda n: nn.Sequential(nn.Linear(n, 7), nn.Tanh())  # noqa: E731
+    extractor = lambda n: nn.Sequential(nn.Linear(n, 7), nn.Tanh())
     default = SlimTrainRegressor(extractor, **kw).fit(X, Y[:, :3])
     linear = SlimTrainRegressor(extractor, head=nn.Linear(7, 3), **kw).fit(X, Y[:, :3])
     np.testing.assert_array_equal(linear.predict(X), default.predict(X))

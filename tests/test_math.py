@@ -133,7 +133,7 @@ def test_numpy_and_torch_arrays_give_the_same_step(rule, memory):
     kw = dict(ridge_fixed=None, ridge_ref=0.4, max_change=0.5, rule=rule, batch=A)
     out = {}
     for lib, conv in LIBS.items():
-        wrap = (lambda v: v if v is None or isinstance(v, int) else conv(v))
+        wrap = (lambda v, conv=conv: v if v is None or isinstance(v, int) else conv(v))
         out[lib] = slimtik_update(*(wrap(v) for v in args), **{k: wrap(v) if k in ("ridge_ref", "batch") else v
                                                                    for k, v in kw.items()})
     assert float(out["numpy"].ridge) == pytest.approx(float(out["torch"].ridge), rel=1e-12)
@@ -165,7 +165,7 @@ def test_symmetric_eigh_on_nonfinite_numpy_raises_torch_error_or_returns_nonfini
 
 def test_bounded_step_clips_the_sgcv_minimiser():
     rng = np.random.default_rng(4)
-    A, _, W, M = _problem(rng, 12, 3, 1, 0)
+    A, _, W, _M = _problem(rng, 12, 3, 1, 0)
     B = A @ W + 0.01 * rng.standard_normal((12, 1))  # informative data, far from the prior 0
     args = [torch.tensor(v, dtype=D64) for v in (A, B, np.zeros_like(W))]
     S_prev = torch.tensor(1e3, dtype=D64)  # far above any useful ridge for this problem
@@ -210,9 +210,8 @@ def test_gram_memory_keeps_the_last_r_blocks():
 
 
 # --------------------------------------------------------------- property tests
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # Issue 4's fuzz ranges: batch 1..64, width 1..64, targets 1..8, memory 0..10 blocks,
 # feature scales 1e-8..1e8, duplicated (rank-deficient) columns.

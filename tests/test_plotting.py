@@ -4,15 +4,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from sklearn.model_selection import GridSearchCV  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from sklearn_slimtrain import SlimTrainRegressor  # noqa: E402
-from sklearn_slimtrain.plotting import plot_loss_curve, plot_predictions, plot_ridge_path  # noqa: E402
+from sklearn_slimtrain import SlimTrainRegressor
+from sklearn_slimtrain.plotting import plot_loss_curve, plot_predictions, plot_ridge_path
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_loss_curve_with_validation(peaks_data):
     X, y = peaks_data
     model = SlimTrainRegressor(early_stopping=True, max_iter=4, random_state=0).fit(X, y)
     ax = plot_loss_curve(model)
-    train, val, kept = ax.lines
+    _train, val, kept = ax.lines
     np.testing.assert_array_equal(val.get_data()[1], model.validation_loss_curve_)
     best = int(np.argmax(model.validation_scores_)) + 1
     assert list(kept.get_xdata()) == [best, best] and f"epoch {best}" in kept.get_label()

@@ -196,7 +196,7 @@ def test_errors_are_raised_before_any_training_work(monkeypatch):
 
 def test_battery_is_the_table_in_the_docs():
     text = (ROOT / "docs" / "reliability.md").read_text()
-    documented = set(re.findall(r"^\| `([^`]+)` \|", text, flags=re.M))
+    documented = set(re.findall(r"^\| `([^`]+)` \|", text, flags=re.MULTILINE))
     assert documented == {c[0] for c in BATTERY}
 
 
@@ -473,7 +473,7 @@ def test_eigh_failure_falls_back_to_float64_on_cpu(monkeypatch):
         return real(A)
 
     monkeypatch.setattr(torch.linalg, "eigh", flaky)
-    evals, evecs = symmetric_eigh(G)
+    evals, _evecs = symmetric_eigh(G)
     assert calls == [torch.float32, torch.float64] and evals.dtype == torch.float32
     torch.testing.assert_close(evals, expected[0].float())
     with pytest.raises(torch.linalg.LinAlgError):  # a non-finite matrix is not retried
