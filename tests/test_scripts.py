@@ -88,3 +88,9 @@ def test_compiled_step_experiment_quick():
         assert "numba is not installed" in out
     else:
         assert out.count("| True |") == 4 and "| False |" not in out and "slimTrain (compiled) / Adam" in out
+
+
+def test_weights_benchmark_quick():
+    out = _run("benchmarks/weights.py", "--quick").stdout
+    assert "## cost" in out and "| MLPRegressor() | 1/sigma^2 |" in out
+    assert out.count("| SlimTrainRegressor") == 10  # five configurations, without and with weights
