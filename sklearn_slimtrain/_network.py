@@ -174,8 +174,8 @@ class _SeparableNetworkMixin:
         train = self._optimizer is not None
         with torch.set_grad_enabled(train):
             Z = self._features(xb)
-        coef = self._head.step(Z.detach().to(self._head.dtype), yb, wb, mass)
         size = xb.shape[0] if wb is None else float(mass)
+        coef = self._head.step(Z.detach().to(self._head.dtype), yb, wb, None if wb is None else size)
         with torch.set_grad_enabled(train):
             resid = self._head.apply(Z, coef) - yb.to(Z.dtype)
             if wb is None:

@@ -39,3 +39,22 @@ def tikhonov(Z, Y, lam):
     """Closed form of min (1/N) sum 1/2||W z - y||^2 + lam/2 ||W||^2 (rows z_i of Z)."""
     N, p = Z.shape
     return np.linalg.solve(Z.T @ Z / N + lam * np.eye(p), Z.T @ Y / N)
+
+
+def gcv_ridge(Z, Y):
+    """Brute-force GCV ridge of the full-data Tikhonov problem over the final head solve's grid.
+
+    GCV of the vectorised system (``N t`` rows, trace ``t tr(infl)``) from explicit
+    influence matrices.
+    """
+    from sklearn_slimtrain._slimtik import FINAL_GRID_SIZE, global_candidates
+
+    (N, p), t = Z.shape, Y.shape[1]
+    grid = global_candidates(torch.tensor(Z.T @ Z / N), FINAL_GRID_SIZE).numpy()
+
+    def gcv(lam):
+        W = tikhonov(Z, Y, lam)
+        infl = Z @ np.linalg.solve(Z.T @ Z / N + lam * np.eye(p), Z.T / N)
+        return N * t * np.sum((Z @ W - Y) ** 2) / (N * t - t * np.trace(infl)) ** 2
+
+    return grid[int(np.argmin([gcv(lam) for lam in grid]))]

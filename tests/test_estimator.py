@@ -18,7 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
 from sklearn_slimtrain.datasets import make_peaks
-from tests.conftest import FrozenFeatures, tikhonov
+from tests.conftest import FrozenFeatures, gcv_ridge, tikhonov
 
 # The default extractor runs in float32: BLAS results then depend on how many
 # rows are multiplied together at the 1e-7 relative level, above the rtol=1e-7
@@ -110,18 +110,7 @@ def test_refit_head_is_the_full_data_tikhonov_or_gcv_solution():
     np.testing.assert_allclose(got, W, rtol=1e-9)
     assert fixed.refit_ridge_ == 0.02
     auto = SlimTrainRegressor(ext, batch_size=16, max_iter=1, dtype="float64").fit(X, Y)
-    # brute-force GCV of the vectorised full-data system over the same grid
-    from sklearn_slimtrain._slimtik import FINAL_GRID_SIZE, global_candidates
-
-    N, t = Y.shape[0], Y.shape[1]
-    grid = global_candidates(torch.tensor(Z.T @ Z / N), FINAL_GRID_SIZE).numpy()
-
-    def gcv(lam):
-        Wl = tikhonov(Z, Y, lam)
-        infl = Z @ np.linalg.solve(Z.T @ Z / N + lam * np.eye(Z.shape[1]), Z.T / N)
-        return N * t * np.sum((Z @ Wl - Y) ** 2) / (N * t - t * np.trace(infl)) ** 2
-
-    best = grid[int(np.argmin([gcv(lam) for lam in grid]))]
+    best = gcv_ridge(Z, Y)  # brute-force GCV of the vectorised full-data system over the same grid
     assert auto.refit_ridge_ == pytest.approx(best, rel=1e-12)
     np.testing.assert_allclose(np.hstack([auto.coef_, auto.intercept_[:, None]]).T, tikhonov(Z, Y, best), rtol=1e-8)
     # partial_fit never refits

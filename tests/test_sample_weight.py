@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import check_sample_weight_equivalence_on_de
 
 from sklearn_slimtrain import SlimTrainRegressor
 from sklearn_slimtrain.datasets import make_peaks
-from tests.conftest import FrozenFeatures, tikhonov
+from tests.conftest import FrozenFeatures, gcv_ridge, tikhonov
 
 
 def _design(extractor, X):
@@ -68,19 +68,8 @@ def test_refit_head_is_the_weighted_gcv_solution_counting_rows():
     Z = _design(ext, X)
     model = SlimTrainRegressor(ext, batch_size=16, max_iter=1, dtype="float64").fit(X, Y, sample_weight=w)
     # weighted GCV = plain GCV on the rows scaled by sqrt(w_i N / M): N rows, weighted residual and influence
-    from sklearn_slimtrain._slimtik import FINAL_GRID_SIZE, global_candidates
-
-    N, t = Y.shape
-    root = np.sqrt(w * N / w.sum())[:, None]
-    Zs, Ys = root * Z, root * Y
-    grid = global_candidates(torch.tensor(Zs.T @ Zs / N), FINAL_GRID_SIZE).numpy()
-
-    def gcv(lam):
-        Wl = tikhonov(Zs, Ys, lam)
-        infl = Zs @ np.linalg.solve(Zs.T @ Zs / N + lam * np.eye(Z.shape[1]), Zs.T / N)
-        return N * t * np.sum((Zs @ Wl - Ys) ** 2) / (N * t - t * np.trace(infl)) ** 2
-
-    best = grid[int(np.argmin([gcv(lam) for lam in grid]))]
+    root = np.sqrt(w * len(w) / w.sum())[:, None]
+    best = gcv_ridge(root * Z, root * Y)
     assert model.refit_ridge_ == pytest.approx(best, rel=1e-12)
     got = np.hstack([model.coef_, model.intercept_[:, None]]).T
     np.testing.assert_allclose(got, _weighted_tikhonov(Z, Y, w, best), rtol=1e-8, atol=1e-12)
@@ -147,7 +136,7 @@ def test_pipeline_routes_sample_weight_and_partial_fit_streams_weights(tmp_path)
     kw = {"batch_size": 16, "memory_depth": 3, "random_state": 0, "shuffle": False}
     whole = SlimTrainRegressor(**kw).partial_fit(X[:80], y[:80], w[:80]).partial_fit(X[80:], y[80:], w[80:])
     half = SlimTrainRegressor(**kw).partial_fit(X[:80], y[:80], w[:80])
-    assert isinstance(half._head.n_seen, float)
+    assert type(half._head.n_seen) is float  # JSON-safe in the model file
     half.save(tmp_path / "m.slimtrain")
     resumed = SlimTrainRegressor.load(tmp_path / "m.slimtrain").partial_fit(X[80:], y[80:], w[80:])
     np.testing.assert_array_equal(resumed.predict(X), whole.predict(X))
