@@ -22,11 +22,18 @@ pass and the loss, the backward pass, Adam on the extractor, the per-epoch copy 
 checks).  Its ratio to Adam is the overhead outside the slimTik step, so the step's
 own share is the difference between the two columns.
 
-``--head-only`` times one slimTik step (``SlimTikHead.step``, sGCV, memory 5) on
-the CPU with its algebra in NumPy against torch, for heads of ``q`` = 9 to 257
-weights and 1 or 72 targets: the measurement behind ``HOST_MAX_WEIGHTS``.
+Where the head takes the tridiagonal step (no memory, ``q >= 64`` weights per
+target, one target per 32 weights: the width-256 case), each repeat also times slimTrain
+with the eigendecomposition step instead (the column "eigendecomposition step / Adam").
+
+``--head-only`` times one slimTik step (``SlimTikHead.step``, sGCV) on the CPU: with
+memory 5, its algebra in NumPy against torch, for heads of ``q`` = 9 to 257 weights
+and 1 or 72 targets (the measurement behind ``HOST_MAX_WEIGHTS``); without memory, the
+tridiagonal step against the eigendecomposition step in NumPy (the measurement behind
+``TRIDIAGONAL_MIN_WEIGHTS`` and ``TRIDIAGONAL_WEIGHTS_PER_TARGET``).
 
     python benchmarks/overhead.py [--repeats 7] [--epochs 3] [--threads N] [--quick] [--head-only]
+                                  [--case SUBSTRING]
 """
 
 import argparse
@@ -48,8 +55,8 @@ from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
 from sklearn_slimtrain.datasets import make_cdr, make_peaks
 
 
-def head_step_time(q, t, batch, host, steps):
-    """Seconds per ``SlimTikHead.step`` (dense head, sGCV, memory 5) on random CPU features."""
+def head_step_time(q, t, batch, host, steps, memory=5, tridiagonal=False):
+    """Seconds per ``SlimTikHead.step`` (dense head, sGCV) on random CPU features."""
     # Imported here, not at the top: the epoch comparison of docs/benchmarks.md runs this
     # script on older revisions too, which lack the private pieces --head-only needs.
     from sklearn_slimtrain._heads import DenseLayout
@@ -58,8 +65,10 @@ def head_step_time(q, t, batch, host, steps):
     g = torch.Generator().manual_seed(0)
     Z = torch.randn(steps, batch, q - 1, generator=g, dtype=torch.float64)
     Y = torch.randn(steps, batch, t, generator=g, dtype=torch.float64)
-    head = SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=5, batch_size=batch, ridge=None, ridge_init=1.0,
-                       max_change=0.5, dtype=torch.float64, device=torch.device("cpu"), host=host)
+    kwargs = {"tridiagonal": tridiagonal} if not memory else {}  # (older revisions lack the argument)
+    head = SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=memory, batch_size=batch, ridge=None,
+                       ridge_init=1.0, max_change=0.5, dtype=torch.float64, device=torch.device("cpu"), host=host,
+                       **kwargs)
     with head.stepping():
         head.step(Z[0], Y[0])  # warm-up
         start = time.perf_counter()
@@ -82,8 +91,28 @@ def head_only(repeats, quick):
             torch_s.append(head_step_time(q, t, batch, False, steps))
         rows.append((q, t, batch, 1e3 * min(torch_s), 1e3 * min(numpy_s), min(torch_s) / min(numpy_s),
                      "NumPy" if q <= HOST_MAX_WEIGHTS else "torch"))
-    print(f"# one slimTik step on the CPU, torch against NumPy algebra ({machine()})\n")
+    print(f"# one slimTik step on the CPU, memory 5, torch against NumPy algebra ({machine()})\n")
     print(markdown_table(["q", "targets", "batch", "torch ms", "NumPy ms", "torch / NumPy", "default"], rows))
+
+    from sklearn_slimtrain._solver import TRIDIAGONAL_MIN_WEIGHTS, TRIDIAGONAL_WEIGHTS_PER_TARGET
+
+    rows = []
+    sizes = [(65, 1, 64), (257, 1, 256)] if quick else [
+        (9, 1, 32), (17, 1, 32), (17, 72, 10), (33, 1, 32), (65, 1, 64), (65, 2, 64), (65, 4, 64), (129, 1, 128),
+        (129, 4, 128), (129, 8, 128), (257, 1, 256), (257, 8, 256), (257, 16, 256)]
+    for q, t, batch in sizes:
+        steps = 5 if quick else max(10, 5000 // q)
+        eig_s, tri_s = [], []
+        for _ in range(repeats):
+            eig_s.append(head_step_time(q, t, batch, True, steps, memory=0, tridiagonal=False))
+            tri_s.append(head_step_time(q, t, batch, True, steps, memory=0, tridiagonal=True))
+        chosen = q >= TRIDIAGONAL_MIN_WEIGHTS and q >= TRIDIAGONAL_WEIGHTS_PER_TARGET * t
+        rows.append((q, t, batch, 1e3 * min(eig_s), 1e3 * min(tri_s), min(eig_s) / min(tri_s),
+                     "tridiagonal" if chosen else "eigendecomposition"))
+    print(f"\n# one slimTik step on the CPU, no memory, NumPy algebra: eigendecomposition against "
+          f"tridiagonal reduction ({machine()})\n")
+    print(markdown_table(["q", "targets", "batch", "eigendecomposition ms", "tridiagonal ms",
+                          "eigendecomposition / tridiagonal", "default"], rows))
 
 
 @contextlib.contextmanager
@@ -110,6 +139,19 @@ def head_step_skipped():
         SlimTikHead.step = original
 
 
+@contextlib.contextmanager
+def eigendecomposition_step():
+    """Heads built inside take the eigendecomposition step even where the tridiagonal one applies."""
+    from sklearn_slimtrain import _solver
+
+    original = _solver.TRIDIAGONAL_MIN_WEIGHTS
+    _solver.TRIDIAGONAL_MIN_WEIGHTS = math.inf
+    try:
+        yield
+    finally:
+        _solver.TRIDIAGONAL_MIN_WEIGHTS = original
+
+
 def cases(quick):
     n = 256 if quick else 1
     yield "peaks, width 8, batch 32", make_peaks(2000 // n, random_state=0), 8, 32
@@ -124,6 +166,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--quick", action="store_true", help="tiny data, one repeat (smoke test)")
     parser.add_argument("--head-only", action="store_true", help="time one head step, NumPy against torch")
+    parser.add_argument("--case", default="", help="run only the cases whose name contains this")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     epochs = 1 if args.quick else args.epochs
@@ -140,9 +183,15 @@ def main(argv=None):
     fit_adam(X, y, extractor=ResNetFeatures(2), epochs=1)
     for device in devices:
         for name, (X, y), width, batch in cases(args.quick):
-            slim, skipped, adam = [], [], []
+            if args.case not in name:
+                continue
+            slim, skipped, adam, eig = [], [], [], []
+            fits = [(slim, contextlib.nullcontext), (skipped, head_step_skipped)]
+            if device == "cpu" and width + 1 >= 64:  # the tridiagonal step's sizes (one target)
+                fits.append((eig, eigendecomposition_step))
             for _ in range(repeats):  # alternate: each triple runs under the same machine load
-                for times, context in ((slim, contextlib.nullcontext()), (skipped, head_step_skipped())):
+                for times, make_context in fits:
+                    context = make_context()
                     ext = ResNetFeatures(X.shape[1], width=width)
                     with context:
                         start = time.perf_counter()
@@ -155,12 +204,14 @@ def main(argv=None):
                 adam.append(time.perf_counter() - start)
             pairs = np.array(slim) / np.array(adam)
             steps = epochs * math.ceil(len(X) / batch)
+            eig_ratio = float(np.median(np.array(eig) / np.array(adam))) if eig else "-"
             rows.append((device, name, len(X), float(np.median(pairs)), min(slim) / min(adam),
                          f"{pairs.min():.2f}-{pairs.max():.2f}", float(np.median(np.array(skipped) / np.array(adam))),
-                         1e3 * min(slim) / steps, 1e3 * min(skipped) / steps, 1e3 * min(adam) / steps))
+                         eig_ratio, 1e3 * min(slim) / steps, 1e3 * min(skipped) / steps, 1e3 * min(adam) / steps))
     print(f"# epoch time slimTrain / Adam, same network, {epochs} epochs per fit ({machine()})\n")
     print(markdown_table(["device", "case", "rows", "slimTrain / Adam (median of pairs)", "best / best",
-                          "range of pairs", "head step skipped / Adam (median)", "slimTrain ms/step (best)",
+                          "range of pairs", "head step skipped / Adam (median)",
+                          "eigendecomposition step / Adam (median)", "slimTrain ms/step (best)",
                           "head step skipped ms/step (best)", "Adam ms/step (best)"], rows))
 
 

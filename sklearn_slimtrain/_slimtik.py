@@ -32,7 +32,8 @@ The memory blocks enter only through ``M_k^T M_k``, so the memory stores the
 symmetric eigendecomposition ``G_k = V diag(d) V^T`` per step serves every
 candidate ridge and every target; no inverse is formed:
 ``W_k = W_{k-1} + V [(Q - Lambda_k P) / (d + S_k)]`` with ``Q = V^T A_k^T R``,
-``P = V^T W_{k-1}``.
+``P = V^T W_{k-1}``.  (Without memory, wide heads with few targets take the same
+step through a tridiagonal reduction instead: :mod:`sklearn_slimtrain._tridiagonal`.)
 
 Ridge rule (``slimtik_step`` with ``rule="global"``).  The sGCV function of
 the step is evaluated on a fixed *global* log-spaced grid of cumulative ridges,

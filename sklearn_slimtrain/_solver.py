@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ._memory import GramMemory
 from ._slimtik import slimtik_update, tikhonov_from_gram
+from ._tridiagonal import slimtik_update_tridiagonal
 
 __all__ = ["SlimTikHead"]
 
@@ -28,27 +29,45 @@ __all__ = ["SlimTikHead"]
 # benchmarks/overhead.py --head-only.
 HOST_MAX_WEIGHTS = 128
 
-_BLAS = []  # the ThreadpoolController of NumPy's own BLAS, found once per process
+# A CPU step without memory (the default ``memory_depth=0``) with at least
+# TRIDIAGONAL_MIN_WEIGHTS weights per target and at most one target per
+# TRIDIAGONAL_WEIGHTS_PER_TARGET weights goes through the tridiagonal reduction of
+# :mod:`sklearn_slimtrain._tridiagonal` instead of an eigendecomposition.  Measured
+# with benchmarks/overhead.py --head-only (one thread, the whole step with the
+# batch's statistics, eigendecomposition / tridiagonal): 1.49 at q = 65 with one
+# target and 1.23 with two, 1.87 and 1.35 at q = 129 with one and four, 2.34 and
+# 1.57 at q = 257 with one and eight; about 1 (0.99-1.14) below q = 64, where both
+# cost their ~20 calls' overhead, and at the first excluded target counts (q = 65
+# with four targets, 129 with eight, 257 with sixteen: 0.99-1.11), since the
+# shifted solves cost O(candidates q t) against the eigendecomposition's O(q^3).
+TRIDIAGONAL_MIN_WEIGHTS = 64
+TRIDIAGONAL_WEIGHTS_PER_TARGET = 32
+
+_BLAS = []  # the ThreadpoolController of NumPy's and SciPy's own BLAS, found once per process
 
 
 def _numpy_blas() -> ThreadpoolController:
-    """The BLAS libraries shipped inside NumPy's wheel (``numpy.libs``, ``numpy/.dylibs``).
+    """The BLAS libraries shipped inside NumPy's and SciPy's wheels (``numpy.libs``, ``scipy.libs``, ...).
 
     Only those: a BLAS shared with torch (a conda environment's MKL or OpenBLAS) is
     left alone, so that the limit never takes threads from the extractor's products.
-    Found once per process (about 1 ms).
+    (SciPy's serves the LAPACK calls of the tridiagonal step.)  Found once per
+    process (about 1 ms).
     """
     if not _BLAS:
+        import scipy
+
         controller = ThreadpoolController()
-        prefix = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))), "numpy")
+        prefixes = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(module.__file__))), name)
+                         for module, name in ((np, "numpy"), (scipy, "scipy")))
         own = [lib["filepath"] for lib in controller.info()
-               if lib["user_api"] == "blas" and os.path.abspath(lib["filepath"]).startswith(prefix)]
+               if lib["user_api"] == "blas" and os.path.abspath(lib["filepath"]).startswith(prefixes)]
         _BLAS.append(controller.select(filepath=own))
     return _BLAS[0]
 
 
 def _blas_one_thread():
-    """Context that runs NumPy's own BLAS on one thread (``threadpoolctl``, about 10 us).
+    """Context that runs NumPy's and SciPy's own BLAS on one thread (``threadpoolctl``, about 10 us).
 
     NumPy's OpenBLAS keeps its own pool of threads; next to torch's OpenMP
     threads, which spin for a while after each of their parallel regions, they
@@ -98,10 +117,17 @@ class SlimTikHead:
         sGCV candidate rule, see :mod:`sklearn_slimtrain._slimtik`.
     host : bool or None
         Solve the step in NumPy (CPU only).  None: on the CPU when
-        ``q <= HOST_MAX_WEIGHTS``.  For tests and benchmarks.
+        ``q <= HOST_MAX_WEIGHTS`` or when the step is tridiagonal.  For tests and benchmarks.
+    tridiagonal : bool or None
+        Solve a step without memory through the tridiagonal reduction of
+        :mod:`sklearn_slimtrain._tridiagonal` (CPU only, ``memory_depth=0``, not
+        with ``host=False``).  None: when ``q >= TRIDIAGONAL_MIN_WEIGHTS`` and
+        ``q >= TRIDIAGONAL_WEIGHTS_PER_TARGET * t``.  For tests and benchmarks.
     """
 
     _solve_on_host = None  # on_host, cached by the first step (class default for old pickles)
+    _solve_tridiagonal = None  # tridiagonal, cached likewise
+    tridiagonal_request = None  # the ``tridiagonal`` argument (absent from older pickles)
 
     def __init__(
         self,
@@ -116,9 +142,11 @@ class SlimTikHead:
         device: torch.device,
         rule: str = "global",
         host: bool | None = None,
+        tridiagonal: bool | None = None,
     ):
         self.batch_size = int(batch_size)
         self.host = host
+        self.tridiagonal_request = tridiagonal
         self.fixed = None if ridge is None else float(ridge)
         self.max_change = float(max_change)
         self.rule = rule
@@ -130,6 +158,7 @@ class SlimTikHead:
         self.memory = GramMemory(memory_depth, layout.shape[0], dtype=dtype, device=device)
         self.n_seen = 0
         self._solve_on_host = None
+        self._solve_tridiagonal = None
         self._pending: list[Tensor] = []  # per-step ridges not yet copied to the host
         self._path = np.empty(0)
 
@@ -138,12 +167,24 @@ class SlimTikHead:
         return self.coef.dtype
 
     @property
+    def tridiagonal(self) -> bool:
+        """Whether :meth:`step` goes through the tridiagonal reduction (a CPU head without memory)."""
+        request = self.tridiagonal_request
+        if (self.coef.device.type != "cpu" or self.memory.depth or request is False
+                or getattr(self, "host", None) is False or self.coef.dtype not in (torch.float32, torch.float64)):
+            return False
+        q, t = self.coef.shape
+        return request or (q >= TRIDIAGONAL_MIN_WEIGHTS and q >= TRIDIAGONAL_WEIGHTS_PER_TARGET * t)
+
+    @property
     def on_host(self) -> bool:
-        """Whether :meth:`step` solves in NumPy (a CPU head with at most ``HOST_MAX_WEIGHTS`` rows)."""
+        """Whether :meth:`step` solves in NumPy (a CPU head with at most ``HOST_MAX_WEIGHTS`` rows, or tridiagonal)."""
         if self.coef.device.type != "cpu":
             return False
         host = getattr(self, "host", None)  # absent from heads pickled by older versions
-        return self.coef.shape[0] <= HOST_MAX_WEIGHTS if host is None else bool(host)
+        if host is None:
+            return self.coef.shape[0] <= HOST_MAX_WEIGHTS or self.tridiagonal
+        return bool(host)
 
     @contextlib.contextmanager
     def stepping(self):
@@ -177,6 +218,9 @@ class SlimTikHead:
         or ``q x t`` operations, and the dense layout's statistics) runs on
         NumPy views of the same memory: at the paper's sizes its cost is the
         per-call overhead, which is a few times smaller in NumPy than in torch.
+        Without memory, a head with ``q >= TRIDIAGONAL_MIN_WEIGHTS`` and few
+        targets takes the tridiagonal step of :mod:`sklearn_slimtrain._tridiagonal`
+        instead (NumPy and SciPy's LAPACK, whatever ``q``).
         Call it inside :meth:`stepping`.  A convolutional layout forms its
         statistics with torch.  On an accelerator everything stays in torch on
         the device.
@@ -185,6 +229,7 @@ class SlimTikHead:
         host = self._solve_on_host
         if host is None:  # (also for heads pickled before the attribute existed: the class default)
             host = self._solve_on_host = self.on_host
+            self._solve_tridiagonal = self.tridiagonal
         coef, ridge_prev, per_step = self.coef, self.ridge, self.per_step
         memory = self.memory.total() if self.memory.depth else None
         if not host:
@@ -201,21 +246,27 @@ class SlimTikHead:
         gram, cross, rnorm2, batch = stats.gram, stats.cross, stats.rnorm2, stats.batch
         self.n_seen += b
         scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
-        result = slimtik_update(
-            gram * scale2,
-            cross * scale2,
-            rnorm2 * scale2,
-            stats.n_rows,
-            coef,
-            ridge_prev,
-            memory,
-            ridge_fixed=self.fixed,
-            ridge_ref=per_step * (self.n_seen / self.batch_size),
-            max_change=self.max_change,
-            weight=b / self.batch_size,
-            rule=self.rule,
-            batch=None if batch is None else batch * math.sqrt(scale2),
-        )
+        if self._solve_tridiagonal:  # (no memory, NumPy arrays)
+            result = slimtik_update_tridiagonal(
+                gram * scale2, cross * scale2, np.asarray(rnorm2 * scale2), stats.n_rows, coef, ridge_prev,
+                ridge_fixed=self.fixed, ridge_ref=per_step * (self.n_seen / self.batch_size),
+                max_change=self.max_change, weight=b / self.batch_size, rule=self.rule)
+        else:
+            result = slimtik_update(
+                gram * scale2,
+                cross * scale2,
+                rnorm2 * scale2,
+                stats.n_rows,
+                coef,
+                ridge_prev,
+                memory,
+                ridge_fixed=self.fixed,
+                ridge_ref=per_step * (self.n_seen / self.batch_size),
+                max_change=self.max_change,
+                weight=b / self.batch_size,
+                rule=self.rule,
+                batch=None if batch is None else batch * math.sqrt(scale2),
+            )
         if self.fixed is None:
             per_step = result.ridge * (self.batch_size / self.n_seen)
         if host:  # back to tensors (np.asarray: NumPy returns scalars from reductions)

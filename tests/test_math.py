@@ -15,6 +15,7 @@ from sklearn_slimtrain._slimtik import (
     symmetric_eigh,
     tikhonov_from_gram,
 )
+from sklearn_slimtrain._tridiagonal import slimtik_update_tridiagonal
 
 D64 = torch.float64
 
@@ -308,3 +309,97 @@ def test_sgcv_values_are_never_nan(lib):
         f = sgcv_factors(*args, conv(np.asarray(rnorm2)), 6)
         values = np.asarray(sgcv_values(f, conv(np.asarray(ridge_prev)), cands))
         assert not np.isnan(values).any() and np.isinf(values).all()
+
+
+# ------------------------------------------------- the tridiagonal step (no memory)
+def _tridiagonal_args(A, B, W, dtype=np.float64):
+    R = B - A @ W
+    return [np.asarray(v, dtype=dtype) for v in (A.T @ A, A.T @ R, (R * R).sum())] + [A.shape[0],
+                                                                                       np.asarray(W, dtype=dtype)]
+
+
+@pytest.mark.parametrize("fixed", [0.05, None])
+@pytest.mark.parametrize("b, p, t", [(9, 5, 2), (4, 7, 3), (12, 12, 1)])
+def test_tridiagonal_step_matches_stacked_least_squares(b, p, t, fixed):
+    # Same brute force as the eigendecomposition step above: the chosen ridge minimises the
+    # explicit Kronecker GCV over the grid, and the head solves the stacked system (3.7).
+    rng = np.random.default_rng(11)
+    A, B, W, M = _problem(rng, b, p, t, 0)
+    S_prev = 0.2
+    gram, cross, rnorm2, n, coef = args = _tridiagonal_args(A, B, W)
+    copies = [np.copy(v) for v in args]
+    res = slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, np.asarray(S_prev), ridge_fixed=fixed,
+                                     ridge_ref=np.asarray(S_prev), max_change=np.inf)
+    assert isinstance(res.coef, np.ndarray) and res.coef.dtype == np.float64
+    S = float(res.ridge)
+    if fixed is not None:
+        assert S == pytest.approx(S_prev + fixed)
+    else:
+        cands = global_candidates(gram)
+        ref = [_bruteforce_gcv(A, B, W, M, S_prev, s) for s in cands]
+        assert S == pytest.approx(cands[int(np.argmin(ref))], rel=1e-12)
+    w_ref, _, _ = _bruteforce_step(A, B, W, M, S_prev, S)
+    np.testing.assert_allclose(res.coef, w_ref, rtol=1e-9, atol=1e-11)
+    for before, after in zip(copies, args):
+        np.testing.assert_array_equal(after, before, err_msg="inputs must not be mutated")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rule, max_change, fixed", [("global", 0.5, None), ("global", np.inf, None),
+                                                     ("matlab", 0.5, None), ("global", 0.5, 1e-3)])
+@pytest.mark.parametrize("b, p, t", [(32, 9, 1), (10, 17, 4), (64, 65, 1), (40, 70, 2), (8, 2, 1), (5, 1, 2)])
+def test_tridiagonal_step_follows_the_eigendecomposition_step(b, p, t, rule, max_change, fixed, dtype):
+    rng = np.random.default_rng(p * 100 + t)
+    A = rng.standard_normal((b, p)) / np.sqrt(b)
+    B = A @ rng.standard_normal((p, t)) + 0.1 * rng.standard_normal((b, t)) / np.sqrt(b)
+    W = 0.5 * rng.standard_normal((p, t))
+    gram, cross, rnorm2, n, coef = _tridiagonal_args(A, B, W, dtype)
+    kwargs = dict(ridge_fixed=fixed, ridge_ref=np.asarray(0.2, dtype), max_change=max_change, weight=0.8, rule=rule)
+    ridge_prev = np.asarray(0.3, dtype)
+    ours = slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, ridge_prev, **kwargs)
+    with np.errstate(all="ignore"):  # as the solver's stepping(): float32 sGCV may divide by zero
+        ref = slimtik_update(gram, cross, rnorm2, n, coef, ridge_prev, None, batch=A.astype(dtype), **kwargs)
+    assert ours.coef.dtype == dtype and ours.ridge.dtype == dtype
+    if dtype == np.float64:  # the same grid point (the two sGCV evaluations differ in rounding only)
+        assert float(ours.ridge) == pytest.approx(float(ref.ridge), rel=1e-14)
+        np.testing.assert_allclose(ours.coef, ref.coef, rtol=0, atol=1e-12 * np.abs(ref.coef).max())
+        return
+    # float32: on the flat part of the sGCV curve (a tiny ridge, unbounded steps) the two
+    # roundings may pick different grid points; both must be minimisers to float32
+    # accuracy (the brute-force GCV in float64), and each head the step for its ridge.
+    M = np.zeros((0, p))
+    gcv = {name: _bruteforce_gcv(A, B, W, M, 0.3, float(res.ridge)) for name, res in (("ours", ours), ("ref", ref))}
+    assert gcv["ours"] == pytest.approx(gcv["ref"], rel=1e-4)
+    w_ref, _, _ = _bruteforce_step(A, B, W, M, 0.3, float(ours.ridge))
+    np.testing.assert_allclose(ours.coef, w_ref, rtol=0, atol=1e-4 * np.abs(w_ref).max())
+
+
+@settings(max_examples=FUZZ_EXAMPLES // 2, deadline=None)
+@given(_random_problem(), st.floats(1e-3, 1e2))
+def test_tridiagonal_step_matches_dense_reference_on_random_problems(problem, rel_ridge):
+    # The fuzz cases of the eigendecomposition step above, without memory.
+    A, B, W, M = problem
+    M = M[:0]
+    gram, cross, rnorm2, n, coef = _tridiagonal_args(A, B, W)
+    S_prev = rel_ridge * max(np.trace(gram) / gram.shape[0], 1e-300)
+    S = 1.7 * S_prev
+    res = slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, np.asarray(S_prev), ridge_fixed=S - S_prev,
+                                     ridge_ref=np.asarray(S_prev), max_change=0.5)
+    w_ref, _ = _dense_reference(A, B, W, M, S_prev, S)
+    # cond(S I + G) <= 1 + p * 1e3 here, as above
+    np.testing.assert_allclose(res.coef, w_ref, rtol=1e-6, atol=1e-7 * np.abs(w_ref).max() + 1e-300)
+    free = slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, np.asarray(S_prev), ridge_fixed=None,
+                                      ridge_ref=np.asarray(S_prev), max_change=np.inf)
+    assert np.isfinite(free.coef).all() and float(free.ridge) > 0
+
+
+def test_tridiagonal_step_on_nonfinite_features_raises_like_the_eigendecomposition_step():
+    # Non-finite features reach the estimator as torch's LinAlgError (read as divergence),
+    # whichever path solved.
+    rng = np.random.default_rng(12)
+    A, B, W, _ = _problem(rng, 8, 5, 1, 0)
+    gram, cross, rnorm2, n, coef = _tridiagonal_args(A, B, W)
+    gram[1, 2] = gram[2, 1] = np.nan
+    with pytest.raises(torch.linalg.LinAlgError):
+        slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, np.asarray(0.1), ridge_fixed=None,
+                                   ridge_ref=np.asarray(0.1), max_change=0.5)

@@ -8,16 +8,18 @@ from torch import nn
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
 from sklearn_slimtrain import _solver as solver
-from sklearn_slimtrain._heads import DenseLayout
-from sklearn_slimtrain._solver import HOST_MAX_WEIGHTS, SlimTikHead
+from sklearn_slimtrain._heads import DenseLayout, make_layout
+from sklearn_slimtrain._solver import HOST_MAX_WEIGHTS, TRIDIAGONAL_MIN_WEIGHTS, SlimTikHead
 from sklearn_slimtrain.datasets import make_peaks
 
 CPU = torch.device("cpu")
 
 
-def _head(host, q=6, t=2, memory=3, ridge=None, rule="global", dtype=torch.float64, device=CPU):
-    return SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=memory, batch_size=8, ridge=ridge, ridge_init=1.0,
-                       max_change=0.5, dtype=dtype, device=device, rule=rule, host=host)
+def _head(host, q=6, t=2, memory=3, ridge=None, rule="global", dtype=torch.float64, device=CPU, tridiagonal=None,
+          batch_size=8):
+    return SlimTikHead(DenseLayout(q - 1, t, True), memory_depth=memory, batch_size=batch_size, ridge=ridge,
+                       ridge_init=1.0, max_change=0.5, dtype=dtype, device=device, rule=rule, host=host,
+                       tridiagonal=tridiagonal)
 
 
 @pytest.mark.parametrize("ridge, rule", [(None, "global"), (None, "matlab"), (1e-3, "global")])
@@ -50,6 +52,7 @@ def test_numpy_step_keeps_a_float32_head_in_float32():
 
 def test_large_heads_and_accelerators_stay_in_torch():
     assert not _head(None, q=HOST_MAX_WEIGHTS + 1).on_host
+    assert _head(None, q=HOST_MAX_WEIGHTS + 1, t=1, memory=0).on_host  # ... unless the step is tridiagonal
     assert _head(None, q=HOST_MAX_WEIGHTS).on_host
     # any device but the CPU (the meta device stands in for an accelerator), even when asked
     assert not _head(True, device=torch.device("meta")).on_host
@@ -120,3 +123,77 @@ def test_numpy_batches_share_a_read_only_ones_column():
     A[:, -1] = 7.0  # the batch matrix is a new array: writing to it leaves the cache alone
     np.testing.assert_array_equal(layout.design(Z)[:, -1], np.ones(4))
     assert layout.design(Z[:2]).shape == (2, 4) and layout.design(Z.astype(np.float32)).dtype == np.float32
+
+
+def test_wide_heads_without_memory_take_the_tridiagonal_step():
+    q = TRIDIAGONAL_MIN_WEIGHTS
+    assert _head(None, q=q, t=1, memory=0).tridiagonal
+    assert _head(None, q=2 * HOST_MAX_WEIGHTS, t=1, memory=0).tridiagonal
+    assert _head(None, q=2 * q, t=2, memory=0).tridiagonal
+    assert not _head(None, q=q - 1, t=1, memory=0).tridiagonal  # small: the eigendecomposition is as cheap
+    assert not _head(None, q=q, t=3, memory=0).tridiagonal  # many targets per weight
+    assert not _head(None, q=q, t=1, memory=1).tridiagonal  # memory: G is not the batch's Gram matrix
+    assert not _head(False, q=q, t=1, memory=0).tridiagonal  # torch asked for
+    assert not _head(None, q=q, t=1, memory=0, device=torch.device("meta")).tridiagonal  # an accelerator
+    assert not _head(None, q=q, t=1, memory=0, tridiagonal=False).tridiagonal
+    assert _head(None, q=6, t=2, memory=0, tridiagonal=True).tridiagonal
+
+
+@pytest.mark.parametrize("ridge, rule", [(None, "global"), (None, "matlab"), (1e-3, "global")])
+@pytest.mark.parametrize("q, t", [(70, 1), (6, 3)])
+def test_tridiagonal_and_eigendecomposition_heads_follow_the_same_path(q, t, ridge, rule):
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(q - 1, t, generator=g, dtype=torch.float64)
+    heads = {tri: _head(None, q=q, t=t, memory=0, ridge=ridge, rule=rule, tridiagonal=tri, batch_size=40)
+             for tri in (True, False)}
+    assert heads[True].tridiagonal and not heads[False].tridiagonal
+    for k in range(25):
+        n = 40 if k % 5 else 23  # a shorter batch now and then
+        Z = torch.randn(n, q - 1, generator=g, dtype=torch.float64)
+        Y = Z @ W + 0.1 * torch.randn(n, t, generator=g, dtype=torch.float64)
+        weights = None if k % 3 else torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+        mass = None if weights is None else float(weights.sum())
+        with heads[True].stepping():
+            coefs = {tri: head.step(Z, Y, weights, mass) for tri, head in heads.items()}
+        assert isinstance(coefs[True], torch.Tensor) and coefs[True].dtype == torch.float64
+        torch.testing.assert_close(coefs[True], coefs[False], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(heads[True].ridge_path(), heads[False].ridge_path(), rtol=1e-12)
+
+
+def test_estimator_results_match_without_the_tridiagonal_step(monkeypatch):
+    # A default fit (no memory) with a wide network takes the tridiagonal step; the whole
+    # fit follows the eigendecomposition step to rounding.
+    X, y = make_peaks(96, random_state=2)
+    preds, paths = {}, {}
+    for limit in (TRIDIAGONAL_MIN_WEIGHTS, 10**9):
+        monkeypatch.setattr(solver, "TRIDIAGONAL_MIN_WEIGHTS", limit)
+        torch.manual_seed(0)  # the same initial extractor
+        model = SlimTrainRegressor(ResNetFeatures(2, width=64, depth=2), batch_size=16, max_iter=3,
+                                   dtype="float64", random_state=0).fit(X, y)
+        assert model._head.tridiagonal is (limit < 10**9)
+        preds[limit], paths[limit] = model.predict(X), model.ridge_path_
+    # rounding differences of the head (1e-15) pass through 48 Adam steps on 4,500 weights:
+    # measured 2e-9 of the predictions' scale
+    scale = np.abs(preds[10**9]).max()
+    np.testing.assert_allclose(preds[TRIDIAGONAL_MIN_WEIGHTS], preds[10**9], rtol=0, atol=1e-7 * scale)
+    np.testing.assert_allclose(paths[TRIDIAGONAL_MIN_WEIGHTS], paths[10**9], rtol=1e-9)
+
+
+def test_transposed_convolution_head_without_memory_takes_the_tridiagonal_step():
+    # The paper's final layer (257 weights, one channel) with the default memory_depth=0:
+    # statistics formed by torch, the step tridiagonal; it follows the torch step.
+    g = torch.Generator().manual_seed(4)
+    heads = {}
+    for tri in (None, False):
+        layout = make_layout(nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1), (16, 6, 6), 144, True,
+                             torch.float64, CPU)
+        heads[tri] = SlimTikHead(layout, memory_depth=0, batch_size=4, ridge=None, ridge_init=0.1, max_change=0.5,
+                                 dtype=torch.float64, device=CPU, tridiagonal=tri)
+    assert heads[None].tridiagonal and not heads[False].tridiagonal and heads[None].coef.shape == (257, 1)
+    for _ in range(6):
+        Z = torch.randn(4, 16, 6, 6, generator=g, dtype=torch.float64)
+        Y = torch.randn(4, 144, generator=g, dtype=torch.float64)
+        with heads[None].stepping():
+            coefs = {tri: head.step(Z, Y) for tri, head in heads.items()}
+        torch.testing.assert_close(coefs[None], coefs[False], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(heads[None].ridge_path(), heads[False].ridge_path(), rtol=1e-12)

@@ -26,6 +26,7 @@ def test_overhead_benchmark_quick():
 def test_overhead_head_only_quick():
     out = _run("benchmarks/overhead.py", "--quick", "--head-only").stdout
     assert "| 9 | 1 | 32 |" in out and "| 17 | 72 | 10 |" in out and out.count("| NumPy |") == 2
+    assert out.count("| tridiagonal |") == 2  # the no-memory table: q = 65 and 257, one target
 
 
 def test_demo_runs():
