@@ -63,6 +63,7 @@ from ._sgcv import Array, SGCVFactors, array_module, at_least, no_grad, nonnegat
 __all__ = [
     "StepResult",
     "TikhonovResult",
+    "choose_ridge",
     "global_candidates",
     "matlab_candidates",
     "select_ridge",
@@ -186,6 +187,28 @@ def select_ridge(values: Array, candidates: Array) -> Array:
     return xp.where(tied, candidates, -math.inf).max()
 
 
+def choose_ridge(values_at, G: Array, ridge_prev: Array, ridge_ref: Array, *, max_change: float,
+                 rule: str) -> Array:
+    """The step's cumulative ridge ``S_k`` by the sGCV rule, for any evaluation of sGCV.
+
+    ``values_at(candidates)`` returns the sGCV values at the candidate
+    cumulative ridges.  ``rule="global"``: the minimiser on the global grid of
+    ``G``, clipped to ``[(1 - max_change) S_ref, (1 + max_change) S_ref]`` (and to
+    the grid's floor) with ``S_ref`` the previous ridge (``ridge_ref`` before the
+    first step); ``rule="matlab"``: the minimiser on the published window around
+    ``S_ref``.  Stays on the device.
+    """
+    xp = array_module(G)
+    ref = xp.where(ridge_prev > 0, ridge_prev, ridge_ref)
+    if rule == "matlab":
+        cands = matlab_candidates(ref)
+        return select_ridge(values_at(cands), cands)
+    cands = global_candidates(G)
+    best = select_ridge(values_at(cands), cands)
+    lo = xp.maximum(ref * (1.0 - max_change), cands[0])
+    return xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
+
+
 @no_grad
 def slimtik_step(
     A: Array,
@@ -301,7 +324,6 @@ def slimtik_update(
     ``eps ||A||^2``, which matters for a batch with fewer rows than weights at a
     tiny ridge, where the sGCV denominator nearly vanishes.
     """
-    xp = array_module(gram)
     G = gram if memory_gram is None else memory_gram + gram
     evals, evecs = symmetric_eigh(G)
     Q = evecs.T @ cross
@@ -316,15 +338,8 @@ def slimtik_update(
             U = batch @ evecs
             H = U.T @ U
         factors = sgcv_factors(evals, H, Q, P, rnorm2, n_rows)
-        if rule == "matlab":
-            cands = matlab_candidates(xp.where(ridge_prev > 0, ridge_prev, ridge_ref))
-            ridge = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
-        else:
-            cands = global_candidates(G)
-            best = select_ridge(sgcv_values(factors, ridge_prev, cands), cands)
-            ref = xp.where(ridge_prev > 0, ridge_prev, ridge_ref)
-            lo = xp.maximum(ref * (1.0 - max_change), cands[0])
-            ridge = xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
+        ridge = choose_ridge(lambda cands: sgcv_values(factors, ridge_prev, cands), G, ridge_prev, ridge_ref,
+                             max_change=max_change, rule=rule)
         evals = factors.evals  # clipped at 0
     step = evecs @ ((Q - (ridge - ridge_prev) * P) / (evals + ridge)[:, None])
     return StepResult(coef=coef + step, ridge=ridge, gram=gram)

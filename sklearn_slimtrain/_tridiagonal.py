@@ -63,7 +63,7 @@ import math
 import numpy as np
 from scipy.linalg import get_lapack_funcs
 
-from ._slimtik import StepResult, global_candidates, matlab_candidates, select_ridge, slimtik_update
+from ._slimtik import StepResult, choose_ridge, slimtik_update
 
 __all__ = ["slimtik_update_tridiagonal"]
 
@@ -117,54 +117,60 @@ def slimtik_update_tridiagonal(
     """
     p, t = coef.shape
     sytrd, ormqr, sterf, gtsv = _lapack(gram.dtype)
-    rhs = None
-    if p > 1:  # (a 1 x 1 matrix is its own decomposition; LAPACK's wrappers want n >= 2 here)
-        reflectors, diag, off, tau, info = sytrd(gram, lower=1, lwork=_BLOCK * p)
-        if not info and np.isfinite(diag).all():
-            rhs = _apply_z(reflectors, tau, np.concatenate((cross, coef), 1), b"T", ormqr)
-    if rhs is None:  # one weight, non-finite features or a LAPACK failure: the eigendecomposition path
+
+    def eigendecomposition_step():  # for one weight, non-finite features or a LAPACK failure
         return slimtik_update(gram, cross, rnorm2, n_rows, coef, ridge_prev, None, ridge_fixed=ridge_fixed,
                               ridge_ref=ridge_ref, max_change=max_change, weight=weight, rule=rule)
+
+    if p == 1:  # (a 1 x 1 matrix is its own decomposition; LAPACK's wrappers want n >= 2 here)
+        return eigendecomposition_step()
+    reflectors, diag, off, tau, info = sytrd(gram, lower=1, lwork=_BLOCK * p)
+    rhs = None if info or not np.isfinite(diag).all() else _apply_z(
+        reflectors, tau, np.concatenate((cross, coef), 1), b"T", ormqr)
+    if rhs is None:
+        return eigendecomposition_step()
     c, w = rhs[:, :t], rhs[:, t:]
     if ridge_fixed is not None:
         ridge = ridge_prev + weight * ridge_fixed
     else:
         evals, _ = sterf(diag, off)
         evals = np.maximum(evals, 0.0)
-        if rule == "matlab":
-            cands = matlab_candidates(np.where(ridge_prev > 0, ridge_prev, ridge_ref))
-        else:
-            cands = global_candidates(gram)
-        nc = cands.shape[0]
-        lam = cands - ridge_prev
-        shifted = (c - lam[:, None, None] * w).reshape(nc * p, t)  # candidate j: rows j p .. (j + 1) p - 1
-        band = np.zeros((nc, p), dtype=gram.dtype)
-        band[:, :-1] = off  # zero between blocks
-        band = band.ravel()[:-1]
-        *_, x, info = gtsv(band, (diag + cands[:, None]).ravel(), band, shifted)
-        if info:
-            return slimtik_update(gram, cross, rnorm2, n_rows, coef, ridge_prev, None, ridge_fixed=None,
-                                  ridge_ref=ridge_ref, max_change=max_change, weight=weight, rule=rule)
-        x = x.reshape(nc, p, t)
-        cx = x.reshape(nc, p * t) @ c.ravel()
-        xtx = (x * x).sum(2) @ diag + 2.0 * ((x[:, :-1] * x[:, 1:]).sum(2) @ off)
-        resid = rnorm2 - 2.0 * cx + xtx
-        # A residual below the rounding error of its own terms is not a measurement
-        # (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 3.1;
-        # as in _sgcv.sgcv_values): it means the candidate interpolates the batch.
-        eps = np.finfo(gram.dtype).eps
-        resolved = resid > (p * eps) * (rnorm2 + 2.0 * np.abs(cx) + np.abs(xtx))
-        n = n_rows * t
-        denom = (n - t * ((1.0 / (evals + cands[:, None])) @ evals)) ** 2
-        values = np.where(resolved & (denom > 0), n * np.maximum(resid, 0.0) / denom, math.inf)
-        ridge = select_ridge(values, cands)
-        if rule != "matlab":
-            ref = np.where(ridge_prev > 0, ridge_prev, ridge_ref)
-            lo = np.maximum(ref * (1.0 - max_change), cands[0])
-            ridge = np.minimum(np.maximum(ridge, lo), ref * (1.0 + max_change))
+        try:
+            ridge = choose_ridge(
+                lambda cands: _sgcv_values(cands, diag, off, evals, c, w, rnorm2, ridge_prev, n_rows, gtsv),
+                gram, ridge_prev, ridge_ref, max_change=max_change, rule=rule)
+        except _SingularShift:
+            return eigendecomposition_step()
     *_, x, info = gtsv(off, diag + ridge, off, c - (ridge - ridge_prev) * w)
     step = None if info else _apply_z(reflectors, tau, x, b"N", ormqr)
     if step is None:
-        return slimtik_update(gram, cross, rnorm2, n_rows, coef, ridge_prev, None, ridge_fixed=ridge_fixed,
-                              ridge_ref=ridge_ref, max_change=max_change, weight=weight, rule=rule)
+        return eigendecomposition_step()
     return StepResult(coef=coef + step, ridge=np.asarray(ridge, dtype=gram.dtype), gram=gram)
+
+
+class _SingularShift(ArithmeticError):
+    """LAPACK's ``gtsv`` met an exactly singular shifted matrix ``T + S I``."""
+
+
+def _sgcv_values(cands, diag, off, evals, c, w, rnorm2, ridge_prev, n_rows, gtsv):
+    """sGCV (3.4) at every candidate cumulative ridge, from ``T``'s diagonals and ``c = Z^T A^T R``, ``w = Z^T W``."""
+    (p, t), nc = c.shape, cands.shape[0]
+    lam = cands - ridge_prev
+    shifted = (c - lam[:, None, None] * w).reshape(nc * p, t)  # candidate j: rows j p .. (j + 1) p - 1
+    band = np.zeros((nc, p), dtype=c.dtype)
+    band[:, :-1] = off  # zero between blocks
+    band = band.ravel()[:-1]
+    *_, x, info = gtsv(band, (diag + cands[:, None]).ravel(), band, shifted)
+    if info:
+        raise _SingularShift
+    x = x.reshape(nc, p, t)
+    cx = x.reshape(nc, p * t) @ c.ravel()
+    xtx = (x * x).sum(2) @ diag + 2.0 * ((x[:, :-1] * x[:, 1:]).sum(2) @ off)
+    resid = rnorm2 - 2.0 * cx + xtx
+    # A residual below the rounding error of its own terms is not a measurement
+    # (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 3.1;
+    # as in _sgcv.sgcv_values): it means the candidate interpolates the batch.
+    resolved = resid > (p * np.finfo(c.dtype).eps) * (rnorm2 + 2.0 * np.abs(cx) + np.abs(xtx))
+    n = n_rows * t
+    denom = (n - t * ((1.0 / (evals + cands[:, None])) @ evals)) ** 2
+    return np.where(resolved & (denom > 0), n * np.maximum(resid, 0.0) / denom, math.inf)
