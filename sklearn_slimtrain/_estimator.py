@@ -408,9 +408,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         dtype = resolve_dtype(self.dtype) if reset else self._dtype
         check_training_data(X, y2, dtype, builtin=self.feature_extractor is None)
         check_optimizer(self.optimizer)
+        n_given = X.shape[0]
         X, y2, sw = weighted_rows(sample_weight, X, y2)
         early = self.early_stopping and not incremental
-        val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val)
+        val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
         if reset:
             self._initialize(X, y2, y.ndim)
         if not incremental:

@@ -173,15 +173,20 @@ def holdout(rng, fraction: float, X: np.ndarray, y2: np.ndarray, sw: np.ndarray 
     return (X[kept], y2[kept], None if sw is None else sw[kept]), (X[held], y2[held], None if sw is None else sw[held])
 
 
-def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_val=None):
-    """Checked explicit validation set ``(X_val, y_val, sw_val)`` (or None), before any training work."""
+def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_val=None, n_given=None):
+    """Checked explicit validation set ``(X_val, y_val, sw_val)`` (or None), before any training work.
+
+    ``X`` holds the rows of non-zero weight; ``n_given`` is the number of rows passed to ``fit``.
+    """
     if sample_weight_val is not None and X_val is None:
         raise ValueError("sample_weight_val is passed to fit without X_val and y_val.")
     if X_val is None and y_val is None:
-        if early and math.ceil(est.validation_fraction * X.shape[0]) > X.shape[0] - 1:
+        n = X.shape[0]
+        if early and math.ceil(est.validation_fraction * n) > n - 1:
+            zeros = "" if n_given in (None, n) else f" ({n_given - n} of the {n_given} rows have sample_weight 0)"
             raise ValueError(
                 f"early_stopping needs at least 2 samples to hold out validation_fraction="
-                f"{est.validation_fraction}; got n_samples={X.shape[0]}.")
+                f"{est.validation_fraction}; got n_samples={n}{zeros}.")
         return None
     if X_val is None or y_val is None:
         raise ValueError("X_val and y_val must be given together.")
