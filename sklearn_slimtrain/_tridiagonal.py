@@ -42,9 +42,9 @@ by one call of LAPACK's ``gtsv`` on the block-diagonal system that stacks the
 pivot crosses from one candidate to the next).
 
 Cost: the reduction is ``4 p^3 / 3`` flops; the eigendecomposition adds the
-eigenvectors of ``T`` and their back-transformation (LAPACK's ``syevd`` took 3.6x
-the time of ``sytrd`` at ``p = 257`` on the project's CPU: 10.8 against 3.0 ms), and
-the candidates cost ``O(c p t)`` instead of ``O(c p^2)``.  With many targets the candidates'
+eigenvectors of ``T`` and their back-transformation (LAPACK's ``syevd`` took about
+4x the time of the blocked ``sytrd`` at ``p = 257`` on the project's CPU, one
+thread: 8.2-9.4 against 2.1-2.2 ms), and the candidates cost ``O(c p t)`` instead of ``O(c p^2)``.  With many targets the candidates'
 solves dominate, which is why the solver keeps the eigendecomposition there
 (``TRIDIAGONAL_MAX_TARGETS`` in :mod:`sklearn_slimtrain._solver`).  Two
 differences from the eigendecomposition path, both at the rounding level: the
