@@ -94,8 +94,6 @@ def head_only(repeats, quick):
     print(f"# one slimTik step on the CPU, memory 5, torch against NumPy algebra ({machine()})\n")
     print(markdown_table(["q", "targets", "batch", "torch ms", "NumPy ms", "torch / NumPy", "default"], rows))
 
-    from sklearn_slimtrain._solver import TRIDIAGONAL_MIN_WEIGHTS, TRIDIAGONAL_WEIGHTS_PER_TARGET
-
     rows = []
     sizes = [(65, 1, 64), (257, 1, 256)] if quick else [
         (9, 1, 32), (17, 1, 32), (17, 72, 10), (33, 1, 32), (65, 1, 64), (65, 2, 64), (65, 4, 64), (129, 1, 128),
@@ -106,9 +104,8 @@ def head_only(repeats, quick):
         for _ in range(repeats):
             eig_s.append(head_step_time(q, t, batch, True, steps, memory=0, tridiagonal=False))
             tri_s.append(head_step_time(q, t, batch, True, steps, memory=0, tridiagonal=True))
-        chosen = q >= TRIDIAGONAL_MIN_WEIGHTS and q >= TRIDIAGONAL_WEIGHTS_PER_TARGET * t
         rows.append((q, t, batch, 1e3 * min(eig_s), 1e3 * min(tri_s), min(eig_s) / min(tri_s),
-                     "tridiagonal" if chosen else "eigendecomposition"))
+                     "tridiagonal" if tridiagonal_size(q, t) else "eigendecomposition"))
     print(f"\n# one slimTik step on the CPU, no memory, NumPy algebra: eigendecomposition against "
           f"tridiagonal reduction ({machine()})\n")
     print(markdown_table(["q", "targets", "batch", "eigendecomposition ms", "tridiagonal ms",
@@ -137,6 +134,14 @@ def head_step_skipped():
         yield
     finally:
         SlimTikHead.step = original
+
+
+def tridiagonal_size(q, t=1):
+    """Whether a CPU head of ``q`` weights and ``t`` targets without memory takes the tridiagonal step."""
+    from sklearn_slimtrain import _solver
+
+    return q >= getattr(_solver, "TRIDIAGONAL_MIN_WEIGHTS", math.inf) and q >= getattr(
+        _solver, "TRIDIAGONAL_WEIGHTS_PER_TARGET", 0) * t  # (older revisions lack the step)
 
 
 @contextlib.contextmanager
@@ -187,7 +192,7 @@ def main(argv=None):
                 continue
             slim, skipped, adam, eig = [], [], [], []
             fits = [(slim, contextlib.nullcontext), (skipped, head_step_skipped)]
-            if device == "cpu" and width + 1 >= 64:  # the tridiagonal step's sizes (one target)
+            if device == "cpu" and tridiagonal_size(width + 1):
                 fits.append((eig, eigendecomposition_step))
             for _ in range(repeats):  # alternate: each triple runs under the same machine load
                 for times, make_context in fits:

@@ -246,27 +246,14 @@ class SlimTikHead:
         gram, cross, rnorm2, batch = stats.gram, stats.cross, stats.rnorm2, stats.batch
         self.n_seen += b
         scale2 = 1.0 / self.batch_size  # rows divided by sqrt(n_batch)
+        ridge_rule = dict(ridge_fixed=self.fixed, ridge_ref=per_step * (self.n_seen / self.batch_size),
+                    max_change=self.max_change, weight=b / self.batch_size, rule=self.rule)
         if self._solve_tridiagonal:  # (no memory, NumPy arrays)
-            result = slimtik_update_tridiagonal(
-                gram * scale2, cross * scale2, np.asarray(rnorm2 * scale2), stats.n_rows, coef, ridge_prev,
-                ridge_fixed=self.fixed, ridge_ref=per_step * (self.n_seen / self.batch_size),
-                max_change=self.max_change, weight=b / self.batch_size, rule=self.rule)
+            result = slimtik_update_tridiagonal(gram * scale2, cross * scale2, np.asarray(rnorm2 * scale2),
+                                                stats.n_rows, coef, ridge_prev, **ridge_rule)
         else:
-            result = slimtik_update(
-                gram * scale2,
-                cross * scale2,
-                rnorm2 * scale2,
-                stats.n_rows,
-                coef,
-                ridge_prev,
-                memory,
-                ridge_fixed=self.fixed,
-                ridge_ref=per_step * (self.n_seen / self.batch_size),
-                max_change=self.max_change,
-                weight=b / self.batch_size,
-                rule=self.rule,
-                batch=None if batch is None else batch * math.sqrt(scale2),
-            )
+            result = slimtik_update(gram * scale2, cross * scale2, rnorm2 * scale2, stats.n_rows, coef, ridge_prev,
+                                    memory, batch=None if batch is None else batch * math.sqrt(scale2), **ridge_rule)
         if self.fixed is None:
             per_step = result.ridge * (self.batch_size / self.n_seen)
         if host:  # back to tensors (np.asarray: NumPy returns scalars from reductions)

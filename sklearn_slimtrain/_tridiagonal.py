@@ -35,8 +35,8 @@ is ``tr(A (G + S I)^{-1} A^T) = sum_j d_j / (d_j + S)`` with ``d`` the
 eigenvalues of ``T`` (LAPACK ``sterf``, root-free QL: ``O(p^2)``, no vectors).
 The sGCV function (3.4) is then the one of :mod:`sklearn_slimtrain._sgcv`,
 ``b t ||A W_k(S) - B||^2 / (b t - t sum_j d_j/(d_j+S))^2``, and the ridge rule
-(global grid, step bound, ties to the larger ridge) is
-:func:`sklearn_slimtrain._slimtik.slimtik_update`'s.  All candidates are solved
+(global grid, step bound, ties to the larger ridge) is the eigendecomposition
+step's, :func:`sklearn_slimtrain._slimtik.choose_ridge`.  All candidates are solved
 by one call of LAPACK's ``gtsv`` on the block-diagonal system that stacks the
 ``c`` shifted tridiagonal matrices (a zero off-diagonal between blocks, so no
 pivot crosses from one candidate to the next).
@@ -44,9 +44,10 @@ pivot crosses from one candidate to the next).
 Cost: the reduction is ``4 p^3 / 3`` flops; the eigendecomposition adds the
 eigenvectors of ``T`` and their back-transformation (LAPACK's ``syevd`` took about
 4x the time of the blocked ``sytrd`` at ``p = 257`` on the project's CPU, one
-thread: 8.2-9.4 against 2.1-2.2 ms), and the candidates cost ``O(c p t)`` instead of ``O(c p^2)``.  With many targets the candidates'
-solves dominate, which is why the solver keeps the eigendecomposition there
-(``TRIDIAGONAL_MAX_TARGETS`` in :mod:`sklearn_slimtrain._solver`).  Two
+thread: 8.2-9.4 against 2.1-2.2 ms), and the candidates cost ``O(c p t)`` instead
+of ``O(c p^2)``.  With many targets the candidates' solves dominate, which is why
+the solver keeps the eigendecomposition there (``TRIDIAGONAL_WEIGHTS_PER_TARGET``
+in :mod:`sklearn_slimtrain._solver`).  Two
 differences from the eigendecomposition path, both at the rounding level: the
 eigenvalues enter the trace clipped at zero as there, but the solves use ``T``
 itself; and the guard against unresolved residuals (see
