@@ -4,7 +4,7 @@ import warnings
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype", "restore_device"]
+__all__ = ["resolve_device", "resolve_dtype", "restore_device", "same_device"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -53,6 +53,17 @@ def resolve_device(device) -> torch.device:
             f"'auto'. Got {device!r} instead."
         )
     return dev
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` name the same device (``"cuda"`` is the current CUDA device)."""
+
+    def index(dev):
+        if dev.index is None and dev.type == "cuda":
+            return torch.cuda.current_device()
+        return dev.index or 0
+
+    return a.type == b.type and index(a) == index(b)
 
 
 def restore_device(saved: str) -> torch.device:

@@ -15,9 +15,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._device import resolve_device, resolve_dtype
+from ._device import resolve_device, resolve_dtype, same_device
 from ._network import _SeparableNetworkMixin
-from ._persistence import _PersistenceMixin
+from ._persistence import _PersistenceMixin, move_model
 from ._progress import EpochTable, start_monitoring, update_no_improvement
 from ._solver import SlimTikHead
 from ._validation import (
@@ -109,7 +109,9 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``head`` has its own ``bias`` (or none).
     device : str or torch.device, default="cpu"
         "cpu", "cuda", "cuda:N", "mps" or "auto" (CUDA, then MPS, then CPU),
-        resolved at ``fit`` on the machine that fits.
+        resolved at ``fit`` on the machine that fits.  A continued fit
+        (``partial_fit``, ``warm_start``) after ``set_params(device=...)``
+        first moves the model (extractor, optimizer state, head and memory).
     dtype : {"float32", "float64"}, default="float32"
         dtype of the feature extractor.
     head_dtype : {"float32", "float64"}, default="float64"
@@ -414,6 +416,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
         if reset:
             self._initialize(X, y2, y.ndim)
+        elif not same_device(device := resolve_device(self.device), torch.device(self.device_)):
+            move_model(self, device)  # set_params(device=...) between calls: the model follows
         if not incremental:
             start_monitoring(self, early)
         for group in self._optimizer.param_groups if self._optimizer is not None else ():

@@ -32,7 +32,7 @@ from ._extractors import ResNetFeatures
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params
 
-__all__ = ["load_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
+__all__ = ["load_model", "move_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
 
 FORMAT = "sklearn-slimtrain-model"
 FORMAT_VERSION = 1
@@ -74,6 +74,12 @@ def unpickle_state(est, state: dict) -> None:
     if "feature_extractor_" not in state:
         return
     _place(est, restore_device(est.device_), optimizer_state)
+
+
+def move_model(est, device: torch.device) -> None:
+    """Move a fitted model to ``device``: extractor, head (memory included) and optimizer state."""
+    optimizer_state = None if est._optimizer is None else est._optimizer.state_dict()
+    _place(est, device, optimizer_state)
 
 
 def _place(est, device, optimizer_state):

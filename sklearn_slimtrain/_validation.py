@@ -31,8 +31,8 @@ __all__ = [
 # Parameters that define the fitted state (the network, its optimizer, the head's
 # layout, memory and ridge rule, the dtypes): a continued fit cannot change them.
 # The others act on the next call (learning_rate, alpha, batch_size, ridge_max_change,
-# shuffle, max_iter, the stopping parameters, refit_head, verbose) or only at
-# initialisation (ridge_init, random_state, device: the model stays on ``device_``).
+# shuffle, max_iter, the stopping parameters, refit_head, verbose, device: the model
+# moves) or only at initialisation (ridge_init, random_state).
 FROZEN_PARAMS = ("feature_extractor", "head", "optimizer", "memory_depth", "ridge", "fit_intercept", "dtype",
                  "head_dtype")
 

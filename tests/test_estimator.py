@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+from sklearn_slimtrain._persistence import move_model
 from sklearn_slimtrain.datasets import make_peaks
 from tests.conftest import FrozenFeatures, gcv_ridge, tikhonov
 
@@ -373,6 +374,46 @@ def test_unpickling_without_the_training_device_falls_back_to_cpu(peaks_data):
     np.testing.assert_array_equal(other.predict(X), m.predict(X))
 
 
+def test_move_model_takes_every_piece_of_training_state(peaks_data):
+    # No accelerator here: the meta device (shapes, no data) shows that the move reaches
+    # the extractor, Adam's moments, the head and its memory, and the recorded device.
+    X, y = peaks_data
+    m = SlimTrainRegressor(max_iter=1, memory_depth=2, random_state=0).fit(X, y)
+    move_model(m, torch.device("meta"))
+    assert m.device_ == "meta"
+    assert all(p.device.type == "meta" for p in m.feature_extractor_.parameters())
+    moments = [v for s in m._optimizer.state_dict()["state"].values() for k, v in s.items() if k != "step"]
+    assert moments and all(v.device.type == "meta" for v in moments)
+    head = m._head
+    assert {t.device.type for t in (head.coef, head.ridge, head.per_step, head.memory._buffer)} == {"meta"}
+    assert head._solve_on_host is None  # the step's path is chosen again for the new device
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_continued_fit_follows_device_and_rejects_missing_one(peaks_data):
+    X, y = peaks_data
+    m = SlimTrainRegressor(max_iter=1, random_state=0).fit(X, y)
+    before = m.predict(X)
+    m.set_params(device="cuda")
+    for call in (lambda: m.partial_fit(X, y), lambda: m.set_params(warm_start=True).fit(X, y)):
+        with pytest.raises(ValueError, match="'device' parameter of SlimTrainRegressor is 'cuda'"):
+            call()
+        assert m.n_iter_ == 1 and m.device_ == "cpu"
+        np.testing.assert_array_equal(m.predict(X), before)
+    # a model unpickled away from its GPU continues on the CPU once told so, as a CPU model would
+    state = pickle.loads(pickle.dumps(m)).__getstate__()  # a copy: m keeps its own tensors
+    state["device_"] = "cuda:0"
+    other = SlimTrainRegressor.__new__(SlimTrainRegressor)
+    with pytest.warns(UserWarning, match="not available here"):
+        other.__setstate__(state)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        other.partial_fit(X, y)
+    reference = pickle.loads(pickle.dumps(m)).set_params(device="cpu").partial_fit(X, y)
+    other.set_params(device="auto").partial_fit(X, y)
+    assert other.device_ == "cpu" and other.n_iter_ == 2
+    np.testing.assert_array_equal(other.predict(X), reference.predict(X))
+
+
 def test_same_random_state_same_predictions_and_clone_is_unfitted(peaks_data):
     X, y = peaks_data
     a = SlimTrainRegressor(max_iter=2, random_state=3).fit(X, y)
@@ -443,6 +484,20 @@ def test_cuda_fit_predict_and_pickle_to_cpu(multi_data):
     state = pickle.loads(pickle.dumps(gpu)).__getstate__()
     assert all(t.device.type == "cpu" for t in state["feature_extractor_"].state_dict().values())
     np.testing.assert_allclose(pickle.loads(pickle.dumps(gpu)).predict(X), gpu.predict(X), rtol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_partial_fit_moves_between_cpu_and_cuda(peaks_data):
+    X, y = peaks_data
+    stay = SlimTrainRegressor(max_iter=1, memory_depth=2, random_state=0).fit(X, y)
+    move = pickle.loads(pickle.dumps(stay))
+    move.set_params(device="cuda").partial_fit(X, y)
+    assert move.device_.startswith("cuda") and move._head.coef.is_cuda and move._head.memory._buffer.is_cuda
+    assert all(v.is_cuda for s in move._optimizer.state.values() for k, v in s.items() if k != "step")
+    move.set_params(device="cpu").partial_fit(X, y)
+    stay.partial_fit(X, y).partial_fit(X, y)
+    assert move.device_ == "cpu" and move.n_iter_ == stay.n_iter_ == 3
+    np.testing.assert_allclose(move.predict(X), stay.predict(X), rtol=1e-3, atol=1e-3)
 
 
 def test_divergence_restores_last_finite_state_and_warns():
