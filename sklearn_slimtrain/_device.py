@@ -14,16 +14,21 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def resolve_device(device) -> torch.device:
+def resolve_device(device, *, float64: bool = False) -> torch.device:
     """Turn the ``device`` parameter into a usable :class:`torch.device`.
 
     ``"auto"`` picks CUDA, then MPS, then the CPU, on the machine where ``fit``
     runs (so a Dask worker with a GPU uses it and one without uses the CPU).
+    MPS has no float64: with ``float64`` (the model's ``dtype`` or ``head_dtype``
+    is float64, as ``head_dtype`` is by default) ``"auto"`` skips it and ``"mps"``
+    raises.  A CUDA device is returned with its index (the current device for
+    ``"cuda"``), so that a later ``torch.cuda.set_device`` does not move the
+    model's inputs away from its weights.
     """
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps") if _mps_available() and not float64 else torch.device("cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -42,12 +47,20 @@ def resolve_device(device) -> torch.device:
                 f"The 'device' parameter of SlimTrainRegressor is {device!r}, but only "
                 f"{torch.cuda.device_count()} CUDA device(s) are visible."
             )
-    elif dev.type == "mps" and not _mps_available():
-        raise ValueError(
-            f"The 'device' parameter of SlimTrainRegressor is {device!r}, but MPS is not available on this "
-            "machine. Use device='cpu' or device='auto'."
-        )
-    elif dev.type not in ("cpu", "cuda", "mps"):
+        return torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
+    if dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(
+                f"The 'device' parameter of SlimTrainRegressor is {device!r}, but MPS is not available on this "
+                "machine. Use device='cpu' or device='auto'."
+            )
+        if float64:
+            raise ValueError(
+                f"The 'device' parameter of SlimTrainRegressor is {device!r}, but MPS has no float64: set "
+                "dtype='float32' and head_dtype='float32' (head_dtype is float64 by default), or use "
+                "device='cpu'."
+            )
+    elif dev.type != "cpu":
         raise ValueError(
             f"The 'device' parameter of SlimTrainRegressor must be 'cpu', 'cuda', 'cuda:N', 'mps' or "
             f"'auto'. Got {device!r} instead."

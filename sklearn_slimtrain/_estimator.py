@@ -109,7 +109,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``head`` has its own ``bias`` (or none).
     device : str or torch.device, default="cpu"
         "cpu", "cuda", "cuda:N", "mps" or "auto" (CUDA, then MPS, then CPU),
-        resolved at ``fit`` on the machine that fits.  A continued fit
+        resolved at ``fit`` on the machine that fits.  MPS has no float64:
+        "auto" takes it only when ``dtype`` and ``head_dtype`` are "float32".  A continued fit
         (``partial_fit``, ``warm_start``) after ``set_params(device=...)``
         first moves the model (extractor, optimizer state, head and memory).
     dtype : {"float32", "float64"}, default="float32"
@@ -416,7 +417,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
         if reset:
             self._initialize(X, y2, y.ndim)
-        elif not same_device(device := resolve_device(self.device), torch.device(self.device_)):
+        elif not same_device(device := self._device_from_params(), torch.device(self.device_)):
             move_model(self, device)  # set_params(device=...) between calls: the model follows
         if not incremental:
             start_monitoring(self, early)
@@ -486,19 +487,18 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
 
     def _initialize(self, X, y2, y_ndim):
         """Create every piece of fitted state (the only place that does)."""
-        device = resolve_device(self.device)
+        device = self._device_from_params()
         self._dtype = resolve_dtype(self.dtype)
         self._rng = check_random_state(self.random_state)
         seed = int(self._rng.randint(np.iinfo(np.int32).max))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: the user's GPU RNG is left alone
+            torch.default_generator.manual_seed(seed)
             module = self._build_extractor(X.shape[1]).to(device=device, dtype=self._dtype)
             probe = X[: min(len(X), 2)]
             with torch.no_grad():
                 out = module(torch.tensor(probe, dtype=self._dtype, device=device))
         check_extractor_output(out, len(probe), X.shape[1], dense=self.head is None)
         layout = self._layout(out, y2.shape[1])
-        self.feature_extractor_ = module
         self._init_params = frozen_params(self)
         self.n_outputs_ = y2.shape[1]
         self._y_ndim = y_ndim
@@ -514,11 +514,17 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             device=device,
             rule=self._ridge_rule,
         )
-        self._optimizer = self._make_optimizer()
+        self._optimizer = self._make_optimizer(module)
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.t_ = 0
         start_monitoring(self, early=False)
+        self.feature_extractor_ = module  # last: the model counts as fitted from here (a failure above leaves it unfitted)
+
+    def _device_from_params(self):
+        """The ``device`` parameter resolved here (MPS only when no float64 is asked for)."""
+        float64 = torch.float64 in (resolve_dtype(self.dtype), resolve_dtype(self.head_dtype))
+        return resolve_device(self.device, float64=float64)
 
     # -------------------------------------------------------------- predict
     def predict(self, X: ArrayLike) -> np.ndarray:

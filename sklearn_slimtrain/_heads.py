@@ -64,9 +64,10 @@ __all__ = ["BatchStats", "ConvLayout", "DenseLayout", "OperatorLayout", "basis_l
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-# Relative tolerance of the linearity check of a custom head: float64 rounding
-# of one forward pass is ~1e-16 relative; 1e-8 leaves room for float32 layers
-# evaluated in float64 and still catches any nonlinearity of order one.
+# Relative tolerance of the linearity check of a custom head, which runs on a
+# float64 CPU copy of the layer whatever the head's dtype and device: float64
+# rounding of one forward pass is ~1e-16 relative; 1e-8 leaves room for layers
+# that compute in float32 internally and still catches any nonlinearity of order one.
 _LINEARITY_RTOL = 1e-8
 
 
@@ -265,14 +266,17 @@ class ConvLayout(_LayerLayout):
         self.c_in, c_out = layer.in_channels, layer.out_channels
         self.has_bias = layer.bias is not None
         n_patch = self.c_in * self.taps
-        basis = basis_layer(layer)
         # Which input position each tap of each output position copies (0: padding): the
-        # basis layer applied to an image numbered 1, 2, ... (exact in floating point)
-        # returns the copied position plus one, so the patch matrix is a gather.
+        # basis layer applied to an image numbered 1, 2, ... returns the copied position
+        # plus one, so the patch matrix is a gather.  Built once on the CPU in float64,
+        # whatever the head's dtype and device, where it is exact: a float32 image is
+        # exact only up to 2^24 positions, and on a GPU cuDNN may round float32 inputs to
+        # TF32 (11 significant bits) or use inexact algorithms (Winograd, FFT).
+        basis = basis_layer(layer).to(dtype=torch.float64, device="cpu")
         spatial = self.feature_shape[1:]
-        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=dtype, device=device)
+        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=torch.float64)
         numbered = numbered.reshape(1, 1, *spatial).expand(1, self.c_in, *spatial).contiguous()
-        probe = _probe((2, *self.feature_shape), dtype, device)
+        probe = _probe((2, *self.feature_shape), torch.float64, "cpu")
         with torch.no_grad():
             self._index = basis(numbered)[0, : self.taps].flatten(1).round().long()  # (K, positions)
             operator = basis(probe).flatten(2)  # (2, C_in K, positions), columns c K + j
@@ -282,11 +286,11 @@ class ConvLayout(_LayerLayout):
                     f"head={type(layer).__name__}(padding_mode={getattr(layer, 'padding_mode', None)!r}) mixes "
                     "input values in one tap; pass it as a generic operator head instead."
                 )
-            out = layer(probe)
         self.n_positions = self._index.shape[1]
-        self.n_outputs = out[0].numel()
+        self.n_outputs = c_out * self.n_positions  # the layer's output: the basis layer's positions
         self.shape = (n_patch + self.has_bias, c_out)
         self._blocks = self._tap_classes(device)
+        self._index = self._index.to(device)
 
     def _tap_classes(self, device):
         """Taps that never share an output position, with their positions and gather indices."""
@@ -378,8 +382,8 @@ class OperatorLayout(_LayerLayout):
         if q == 0:
             raise ValueError(f"head={type(layer).__name__} has no parameters to solve for.")
         self.shape = (q, 1)
+        self._check_linear(layer)
         probe = _probe((1, *self.feature_shape), dtype, device)
-        self._check_linear(layer, probe)
         A = self.design(probe)
         self.n_outputs = A.shape[0]
         structured = isinstance(layer, (nn.Linear, *_CONV, *_CONV_T))  # sparsity independent of Z
@@ -395,11 +399,19 @@ class OperatorLayout(_LayerLayout):
             start += size
         return out
 
-    def _check_linear(self, layer, probe):
+    def _check_linear(self, layer):
+        """Raise unless the layer's output is linear in its parameters.
+
+        On a float64 CPU copy of the layer, whatever the head's dtype and device:
+        the check is about the layer's structure, and float32 (or TF32 on a GPU)
+        rounding, ~1e-7 (1e-3) relative, would read as nonlinearity at this tolerance.
+        """
+        check = copy.deepcopy(self.layer).to(dtype=torch.float64, device="cpu")
+        probe = _probe((1, *self.feature_shape), torch.float64, "cpu")
         g = torch.Generator(device="cpu").manual_seed(0)
-        w1, w2 = (torch.randn(self.shape[0], 1, generator=g, dtype=probe.dtype).to(probe.device) for _ in range(2))
+        w1, w2 = (torch.randn(self.shape[0], 1, generator=g, dtype=torch.float64) for _ in range(2))
         with torch.no_grad():
-            f1, f2, f12 = (self.apply(probe, w) for w in (w1, w2, 2.0 * w1 - 3.0 * w2))
+            f1, f2, f12 = (functional_call(check, self.weights(w), (probe,)) for w in (w1, w2, 2.0 * w1 - 3.0 * w2))
         scale = float(f1.abs().max() + f2.abs().max()) + 1e-300
         # 2 w1 - 3 w2: the combination's error scales with |2| + |3| = 5 times the outputs
         if float((f12 - (2.0 * f1 - 3.0 * f2)).abs().max()) > _LINEARITY_RTOL * 5.0 * scale:

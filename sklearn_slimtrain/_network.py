@@ -125,8 +125,9 @@ class _SeparableNetworkMixin:
             )
         return module
 
-    def _make_optimizer(self):
-        params = [p for p in self.feature_extractor_.parameters() if p.requires_grad]
+    def _make_optimizer(self, module):
+        """The torch optimizer of ``module``'s trainable parameters (None when there are none)."""
+        params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             return None
         if self.optimizer in ("adam", "sgd"):

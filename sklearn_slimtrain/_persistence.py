@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import resolve_device, restore_device
+from ._device import restore_device
 from ._extractors import ResNetFeatures
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params
@@ -86,7 +86,7 @@ def _place(est, device, optimizer_state):
     est.device_ = str(device)
     est.feature_extractor_.to(device)
     est._head.to(device)
-    est._optimizer = est._make_optimizer()
+    est._optimizer = est._make_optimizer(est.feature_extractor_)
     if optimizer_state is not None and est._optimizer is not None:
         est._optimizer.load_state_dict(optimizer_state)
 
@@ -222,14 +222,14 @@ def load_model(cls, path, **params):
         raise ValueError(
             f"the feature_extractor passed to load does not match the weights saved in {path!s}: {exc}"
         ) from exc
-    est.feature_extractor_ = module.to(dtype=est._dtype)
+    est.feature_extractor_ = module.to(device="cpu", dtype=est._dtype)  # (a module passed to load may be on a GPU)
     training = module.training
     with torch.no_grad():  # the head's layout needs the shape of the features
         out = module.eval()(torch.zeros((2, est.n_features_in_), dtype=est._dtype))
     module.train(training)
     layout = est._layout(out, est.n_outputs_)  # checked at fit; only the shape is read here
     est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"), layout)
-    device = resolve_device(params["device"]) if "device" in params else restore_device(est.device_)
+    device = est._device_from_params() if "device" in params else restore_device(est.device_)
     _place(est, device, tensors["optimizer"])
     return est
 

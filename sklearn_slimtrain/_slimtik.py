@@ -131,16 +131,21 @@ def symmetric_eigh(G):
     """``linalg.eigh`` of a tensor or array, with a float64 CPU retry when the solver fails.
 
     cuSOLVER's ``syevd`` in float32 can fail to converge on an ill-conditioned but
-    finite Gram matrix; LAPACK's float64 driver on the symmetrised matrix does
+    finite Gram matrix (a ``LinAlgError``, or on CUDA >= 11.5 a plain
+    ``RuntimeError`` "cusolver error: CUSOLVER_STATUS_EXECUTION_FAILED", see
+    pytorch/pytorch#94772); LAPACK's float64 driver on the symmetrised matrix does
     not in practice.  A non-finite ``G`` (non-finite features) is not retried:
     the error reaches the caller, which treats it as divergence.  NumPy's
-    :class:`numpy.linalg.LinAlgError` is raised as :class:`torch.linalg.LinAlgError`,
-    so callers catch one type whichever library solved.
+    :class:`numpy.linalg.LinAlgError` and cuSOLVER's ``RuntimeError`` are raised
+    as :class:`torch.linalg.LinAlgError`, so callers catch one type whichever
+    library solved.
     """
     xp = array_module(G)
     try:
         return xp.linalg.eigh(G)
-    except (torch.linalg.LinAlgError, np.linalg.LinAlgError) as error:
+    except (torch.linalg.LinAlgError, np.linalg.LinAlgError, RuntimeError) as error:
+        if type(error) is RuntimeError and "cusolver" not in str(error).lower():
+            raise
         if not bool(xp.isfinite(G).all()):
             if isinstance(error, torch.linalg.LinAlgError):
                 raise

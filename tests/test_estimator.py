@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -412,6 +412,39 @@ def test_continued_fit_follows_device_and_rejects_missing_one(peaks_data):
     other.set_params(device="auto").partial_fit(X, y)
     assert other.device_ == "cpu" and other.n_iter_ == 2
     np.testing.assert_array_equal(other.predict(X), reference.predict(X))
+
+
+def test_mps_is_used_only_without_float64(monkeypatch):
+    # No Apple GPU here: pretend one is present.  MPS has no float64, and head_dtype is
+    # float64 by default, so "auto" skips MPS then and an explicit "mps" says what to change.
+    from sklearn_slimtrain import _device
+
+    monkeypatch.setattr(_device, "_mps_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    auto = SlimTrainRegressor(device="auto")
+    assert auto._device_from_params().type == "cpu"
+    assert auto.set_params(dtype="float32", head_dtype="float32")._device_from_params().type == "mps"
+    assert auto.set_params(dtype="float64")._device_from_params().type == "cpu"
+    with pytest.raises(ValueError, match="is 'mps', but MPS has no float64: set dtype='float32' and head_dtype"):
+        SlimTrainRegressor(device="mps")._device_from_params()
+
+
+def test_a_failed_initialisation_leaves_the_model_unfitted(peaks_data, monkeypatch):
+    # e.g. the device refusing the head's dtype, or running out of memory for the memory
+    import sklearn_slimtrain._estimator as estimator_module
+
+    def refuse(*args, **kwargs):
+        raise TypeError("Cannot convert a MPS Tensor to float64 dtype")
+
+    X, y = peaks_data
+    model = SlimTrainRegressor(max_iter=1)
+    monkeypatch.setattr(estimator_module, "SlimTikHead", refuse)
+    with pytest.raises(TypeError, match="float64"):
+        model.fit(X, y)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+    monkeypatch.undo()
+    assert model.partial_fit(X, y).n_iter_ == 1  # initialises afresh
 
 
 def test_same_random_state_same_predictions_and_clone_is_unfitted(peaks_data):

@@ -247,6 +247,53 @@ def test_conv_head_on_cuda_matches_cpu():
     np.testing.assert_allclose(gpu.ridge_path_, cpu.ridge_path_, rtol=1e-6)
 
 
+def _tf32(x):
+    """float32 values rounded to TF32 (10 explicit mantissa bits), as cuDNN may round a GPU convolution's inputs."""
+    if x.dtype != torch.float32:
+        return x
+    return ((x.view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class _TF32Inputs(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, z):
+        return self.layer(_tf32(z))
+
+
+@pytest.mark.parametrize("name", ["convT2d-paper", "conv2d-stride2", "conv1d-circular"])
+def test_conv_layout_is_exact_whatever_the_heads_precision(name, monkeypatch):
+    # The index map of a float32 head must not depend on how the device rounds float32
+    # convolutions (TF32 on recent GPUs): it is built in float64 on the CPU.  Emulated
+    # here by rounding the basis layer's float32 inputs to TF32.
+    import sklearn_slimtrain._heads as heads
+
+    make, shape = LAYERS[name]
+    layer = make()
+    exact = ConvLayout(layer, shape, D64, CPU)
+    wide = nn.Conv2d(1, 1, 3, padding=1)  # 4,096 positions: beyond TF32's exact integers (2^11)
+    exact_wide = ConvLayout(wide, (1, 64, 64), D64, CPU)
+    real = heads.basis_layer
+    monkeypatch.setattr(heads, "basis_layer", lambda layer: _TF32Inputs(real(layer)))
+    assert torch.equal(ConvLayout(layer, shape, torch.float32, CPU)._index, exact._index)
+    assert torch.equal(ConvLayout(wide, (1, 64, 64), torch.float32, CPU)._index, exact_wide._index)
+
+
+@pytest.mark.parametrize("head_dtype", ["float32", "float64"])
+def test_operator_head_linearity_check_ignores_the_heads_rounding(head_dtype):
+    # The check runs on a float64 copy: a float32 head is not mistaken for a nonlinear
+    # one, and a nonlinear head is refused in either dtype.
+    X, Y = _autoencoder_data(40, seed=1)
+    kw = dict(batch_size=8, max_iter=1, random_state=0, head_dtype=head_dtype)
+    grouped = SlimTrainRegressor(_Trainable, head=nn.Conv2d(3, 3, 3, padding=1, groups=3), **kw).fit(X, Y[:, :27])
+    assert isinstance(grouped._head.layout, OperatorLayout) and np.isfinite(grouped.predict(X)).all()
+    nonlinear = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Tanh())
+    with pytest.raises(ValueError, match="not linear in its parameters"):
+        SlimTrainRegressor(_Trainable, head=nonlinear, **kw).fit(X, Y[:, :18])
+
+
 def test_linear_head_on_sequence_features_uses_the_generic_path():
     # nn.Linear applied along the last axis of (n, 4, 3) features: linear in its weights,
     # not the dense layout (which needs 2-D features), so the Jacobian path solves it
