@@ -179,16 +179,20 @@ def matlab_candidates(ridge_prev: Array) -> Array:
 
 
 @no_grad
-def select_ridge(values: Array, candidates: Array) -> Array:
+def select_ridge(values: Array, candidates: Array, *, smallest: bool = False) -> Array:
     """Index-free argmin of the sGCV values, ties broken towards the larger ridge.
 
-    Stays on the device (no host synchronisation).
+    ``smallest=True`` breaks ties towards the smaller ridge instead, as MATLAB's
+    ``min`` does on the published rule's increasing candidates.  Stays on the
+    device (no host synchronisation).
     """
     xp = array_module(values)
     values = xp.where(xp.isnan(values), math.inf, values)
     vmin = values.min()
     tied = values <= vmin + TIE_RTOL * abs(vmin)
-    # Largest candidate among the ties (candidates need not be sorted).
+    # Largest (smallest) candidate among the ties (candidates need not be sorted).
+    if smallest:
+        return xp.where(tied, candidates, math.inf).min()
     return xp.where(tied, candidates, -math.inf).max()
 
 
@@ -207,11 +211,16 @@ def choose_ridge(values_at, G: Array, ridge_prev: Array, ridge_ref: Array, *, ma
     ref = xp.where(ridge_prev > 0, ridge_prev, ridge_ref)
     if rule == "matlab":
         cands = matlab_candidates(ref)
-        return select_ridge(values_at(cands), cands)
-    cands = global_candidates(G)
-    best = select_ridge(values_at(cands), cands)
-    lo = xp.maximum(ref * (1.0 - max_change), cands[0])
-    return xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
+        chosen = select_ridge(values_at(cands), cands, smallest=True)
+    else:
+        cands = global_candidates(G)
+        best = select_ridge(values_at(cands), cands)
+        lo = xp.maximum(ref * (1.0 - max_change), cands[0])
+        chosen = xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
+    # A batch that carries no information (G = 0: dead features and no intercept) has a
+    # flat sGCV curve; any change of S would only rescale the head by S_{k-1} / S_k
+    # (Q = 0), so S stays (Lambda = 0: the head is unchanged).
+    return xp.where(G.trace() > 0, chosen, ref)
 
 
 @no_grad
@@ -352,24 +361,33 @@ def slimtik_update(
 
 @no_grad
 def tikhonov_from_gram(
-    gram: Array, cross: Array, ynorm2: Array, n_rows: int, *, ridge: float | None
+    gram: Array, cross: Array, rnorm2: Array, n_rows: int, *, ridge: float | None, coef: Array | None = None
 ) -> TikhonovResult:
     """Tikhonov head on a whole data set from its sufficient statistics, ridge by GCV.
 
     Solves ``min_W (1/N) sum_i 1/2 ||W^T z_i - y_i||^2 + lam/2 ||W||_F^2`` (the
     paper's (2.6) on the training set: the variable-projection head for the
-    current extractor) from ``gram = Z^T Z / N``, ``cross = Z^T Y / N`` and
-    ``ynorm2 = ||Y||_F^2 / N``, which can be accumulated in chunks of rows.
+    current extractor) from ``gram = Z^T Z / N`` and the statistics of the
+    residual ``R = Y - Z W_0`` of a reference head ``W_0`` (``coef``; zero when
+    None): ``cross = Z^T R / N`` and ``rnorm2 = ||R||_F^2 / N``, which can be
+    accumulated in chunks of rows.  The solution is written as a correction of
+    ``W_0``, ``W(lam) = W_0 + V (Q - lam P) / (d + lam)`` with ``G = V diag(d) V^T``,
+    ``Q = V^T cross`` and ``P = V^T W_0``: the same head for any ``W_0``, but its
+    residual ``||Z W(lam) - Y||^2`` is computed relative to ``||R||^2`` instead of
+    ``||Y||^2``.  With a good reference (the last slimTik head) the GCV function
+    then keeps its digits where the residual is far below ``||Y||^2`` (targets
+    with a large mean, or a close fit: below ``sqrt(p eps)`` relative, every
+    small ridge would read as unresolved).
     With ``ridge=None``, ``lam`` minimises the exact GCV function of the
     vectorised system (``N t`` rows, trace ``t sum_j d_j / (d_j + lam)``) over a
-    global grid; it is the sGCV kernel with ``A = Z / sqrt(N)``, ``W_prev = 0``
-    and no memory, where ``H = U^T U = diag(d)``.
+    global grid; it is the sGCV kernel with ``A = Z / sqrt(N)``, ``W_prev = W_0``,
+    previous ridge 0 (so ``Lambda = lam``) and no memory, where ``H = U^T U = diag(d)``.
 
     Parameters
     ----------
     gram : array of shape (p, p)
     cross : array of shape (p, t)
-    ynorm2 : Array of shape ()
+    rnorm2 : Array of shape ()
     n_rows : int
         Rows of the stacked system, for the GCV count: ``N`` for a dense head,
         ``N`` times the output positions for a convolution.  The statistics are
@@ -377,6 +395,8 @@ def tikhonov_from_gram(
         or by the sum of the sample weights (the weighted mean).
     ridge : float or None
         A fixed ``lam``, or None for GCV.
+    coef : array of shape (p, t), optional
+        The reference head ``W_0`` whose residual ``cross`` and ``rnorm2`` describe.
 
     Returns
     -------
@@ -386,19 +406,13 @@ def tikhonov_from_gram(
     evals, evecs = symmetric_eigh(gram)
     evals = nonnegative(evals)
     Q = evecs.T @ cross
+    P = xp.zeros_like(Q) if coef is None else evecs.T @ coef
     if ridge is None:
-        zeros = xp.zeros_like(gram)
-        qq = (Q * Q).sum(1)
-        factors = SGCVFactors(  # W_prev = 0 (P = 0) and H = diag(d)
-            evals=evals,
-            forms=xp.concatenate((xp.diag(evals * qq), zeros, zeros, xp.stack((qq, xp.zeros_like(evals), evals))), 0),
-            rnorm2=ynorm2,
-            n_rows=n_rows,
-            n_targets=cross.shape[1],
-        )
+        factors = sgcv_factors(evals, xp.diag(evals), Q, P, rnorm2, n_rows)
         cands = global_candidates(gram, FINAL_GRID_SIZE)
-        lam = select_ridge(sgcv_values(factors, xp.zeros_like(ynorm2), cands), cands)
+        lam = select_ridge(sgcv_values(factors, xp.zeros_like(rnorm2), cands), cands)
     else:
         lam = (torch.tensor(float(ridge), dtype=gram.dtype, device=gram.device) if xp is torch
                else np.asarray(float(ridge), dtype=gram.dtype))
-    return TikhonovResult(coef=evecs @ (Q / (evals + lam)[:, None]), ridge=lam)
+    step = evecs @ ((Q - lam * P) / (evals + lam)[:, None])
+    return TikhonovResult(coef=step if coef is None else coef + step, ridge=lam)

@@ -294,21 +294,28 @@ class SlimTikHead:
         number of samples), the ``N`` of ``(1/N) sum_i w_i ...``.  GCV counts
         rows.  Returns ``(coef, ridge)``, or None when the solve is not finite.
         """
-        zero = torch.zeros_like(self.coef)
-        gram = cross = ynorm2 = None
+        # Statistics of the residual of the current head W_k, which the solve corrects
+        # (tikhonov_from_gram): relative to ||Y - A W_k||^2 the GCV residual keeps its
+        # digits for targets with a large mean.  ||Y||^2 too, in case W_k fits worse than 0.
+        ref = self.coef
+        gram = cross = rnorm2 = ynorm2 = None
         n, rows = 0, 0
         for Z, Y, w in chunks:
-            stats = self.layout.stats(Z, Y, zero, w)  # residual of the zero head: B itself
+            stats = self.layout.stats(Z, Y, ref, w)
+            y2 = (Y * Y).sum() if w is None else ((Y * Y).sum(1) * w).sum()
             if gram is None:
-                gram, cross, ynorm2 = stats.gram, stats.cross, stats.rnorm2
+                gram, cross, rnorm2, ynorm2 = stats.gram, stats.cross, stats.rnorm2, y2
             else:
-                gram, cross, ynorm2 = gram + stats.gram, cross + stats.cross, ynorm2 + stats.rnorm2
+                gram, cross = gram + stats.gram, cross + stats.cross
+                rnorm2, ynorm2 = rnorm2 + stats.rnorm2, ynorm2 + y2
             n += Z.shape[0]
             rows += stats.n_rows
-        if not bool(torch.isfinite(gram).all() & torch.isfinite(cross).all()):
+        if not bool(torch.isfinite(gram).all() & torch.isfinite(cross).all() & torch.isfinite(rnorm2)):
             return None
+        if not bool(rnorm2 <= ynorm2):  # the zero head as reference: A^T Y = A^T R + G W_k
+            ref, cross, rnorm2 = None, cross + gram @ ref, ynorm2
         n = n if mass is None else mass
-        result = tikhonov_from_gram(gram / n, cross / n, ynorm2 / n, rows, ridge=ridge)
+        result = tikhonov_from_gram(gram / n, cross / n, rnorm2 / n, rows, ridge=ridge, coef=ref)
         if not bool(torch.isfinite(result.coef).all()):
             return None
         return result.coef, float(result.ridge)

@@ -403,3 +403,31 @@ def test_tridiagonal_step_on_nonfinite_features_raises_like_the_eigendecompositi
     with pytest.raises(torch.linalg.LinAlgError):
         slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, np.asarray(0.1), ridge_fixed=None,
                                    ridge_ref=np.asarray(0.1), max_change=0.5)
+
+
+@pytest.mark.parametrize("rule", ["global", "matlab"])
+@pytest.mark.parametrize("path", ["eigh", "tridiagonal"])
+def test_a_batch_without_information_leaves_the_head_and_ridge(rule, path):
+    # Dead features and no intercept: G = 0, A^T R = 0, a flat sGCV curve.  Before, the
+    # ridge halved and the head doubled at every such step (S_{k-1} / S_k = 2).
+    p, t = (9, 2) if path == "eigh" else (70, 1)
+    rng = np.random.default_rng(0)
+    coef, ridge_prev = rng.standard_normal((p, t)), np.asarray(0.3)
+    zeros = np.zeros((p, p)), np.zeros((p, t))
+    kw = dict(ridge_fixed=None, ridge_ref=ridge_prev, max_change=0.5, rule=rule)
+    with np.errstate(all="ignore"):  # as SlimTikHead.stepping: the grid at the floor overflows
+        if path == "eigh":
+            result = slimtik_update(*zeros, np.asarray(4.0), 32, coef, ridge_prev, None, **kw)
+        else:
+            result = slimtik_update_tridiagonal(*zeros, np.asarray(4.0), 32, coef, ridge_prev, **kw)
+    assert float(result.ridge) == 0.3
+    np.testing.assert_array_equal(result.coef, coef)
+
+
+def test_matlab_rule_breaks_ties_towards_the_smaller_ridge():
+    # MATLAB's min() returns the first of equal values, and the published candidates increase
+    cands = np.array([0.005, 0.01, 0.015])
+    values = np.array([1.0, 1.0, 1.0])
+    assert select_ridge(values, cands, smallest=True) == 0.005
+    assert select_ridge(values, cands) == 0.015
+    assert select_ridge(np.array([2.0, 1.0, 1.0 + 1e-12]), cands, smallest=True) == 0.01
