@@ -3,7 +3,6 @@
 import math
 import time
 import warnings
-from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
@@ -12,15 +11,15 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_dtype, same_device
 from ._network import _SeparableNetworkMixin
 from ._persistence import _PersistenceMixin, move_model
-from ._progress import EpochTable, start_monitoring, update_no_improvement
+from ._progress import EpochTable, start_monitoring, update_no_improvement, warn_diverged, warn_interrupted
 from ._solver import SlimTikHead
 from ._validation import (
+    PARAMETER_CONSTRAINTS,
     check_extractor_output,
     check_magnitude,
     check_optimizer,
@@ -34,6 +33,7 @@ from ._validation import (
 )
 
 __all__ = ["SlimTrainRegressor"]
+
 
 class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMixin, BaseEstimator):
     """Separable neural network ``y ~ W F(x; theta)`` trained by slimTrain.
@@ -162,8 +162,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     ridge_ : float
         Current per-step ridge, ``ridge_path_[-1]``.
     refit_ridge_ : float
-        The ridge ``lam`` of the final head solve (only when ``fit`` refitted
-        the head).
+        The ridge ``lam`` of the final head solve (only while the head is the
+        one ``fit`` refitted: a later ``partial_fit`` removes it).
     ridge_path_ : ndarray of shape (n_steps,)
         Per-step ridge of every iteration, ``S_k * batch_size / n_seen_k`` with
         ``S_k`` the cumulative ridge (equal to ``S_k / k`` with full batches).
@@ -264,32 +264,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     ConvTranspose2d(4, 1, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
     """
 
-    _parameter_constraints: ClassVar[dict] = {
-        "feature_extractor": [None, callable],
-        "head": [None, torch.nn.Module],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "optimizer": [StrOptions({"adam", "sgd"}), type],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "memory_depth": [Interval(Integral, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "shuffle": ["boolean"],
-        "ridge": [StrOptions({"sgcv"}), Interval(Real, 0, None, closed="neither")],
-        "ridge_init": [Interval(Real, 0, None, closed="neither")],
-        "ridge_max_change": [Interval(Real, 0, None, closed="right")],
-        "refit_head": ["boolean"],
-        "fit_intercept": ["boolean"],
-        "device": [str, torch.device],
-        "dtype": [StrOptions({"float32", "float64"}), torch.dtype],
-        "head_dtype": [StrOptions({"float32", "float64"}), torch.dtype],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "warm_start": ["boolean"],
-    }
+    _parameter_constraints: ClassVar[dict] = PARAMETER_CONSTRAINTS
     # sGCV candidate rule: "global" (default) or "matlab" (published rule, for
     # the benchmarks' comparison); not a parameter on purpose.
     _ridge_rule = "global"
@@ -406,6 +381,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
         )
         y2 = y.reshape(-1, 1) if y.ndim == 1 else y
+        if y2.dtype.kind in "biu":  # booleans and integer counts, as floats
+            y2 = y2.astype(np.float64)
+        if incremental and fitted:  # scikit-learn validates partial_fit's parameters on the first call only
+            self._validate_params()
         if not reset:
             check_unchanged_params(self, y2)
         dtype = resolve_dtype(self.dtype) if reset else self._dtype
@@ -419,6 +398,15 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             self._initialize(X, y2, y.ndim)
         elif not same_device(device := self._device_from_params(), torch.device(self.device_)):
             move_model(self, device)  # set_params(device=...) between calls: the model follows
+        try:
+            return self._train(X, y2, sw, val, incremental, early)
+        except BaseException:
+            if reset:  # a first fit that fails leaves no fitted model behind
+                self._discard_fit()
+            raise
+
+    def _train(self, X, y2, sw, val, incremental, early):
+        """The epochs of ``_fit`` on checked data, its stopping rules and the final head solve."""
         if not incremental:
             start_monitoring(self, early)
         for group in self._optimizer.param_groups if self._optimizer is not None else ():
@@ -432,37 +420,34 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
             snapshot = self._snapshot()
-            try:
+            try:  # an epoch and its scores are one unit: all or nothing
                 loss = self._epoch(*train[:3], sw)
+                finite = math.isfinite(loss) and self._weights_finite()
+                scores = self._validation_scores(train, *val) if early and finite else (None, None)
             except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
-                loss = math.nan
+                finite = False
             except KeyboardInterrupt:
                 self._restore(snapshot)
                 if incremental:
                     raise
-                warnings.warn(
-                    f"Training interrupted (KeyboardInterrupt) in epoch {self.n_iter_ + 1}; the model holds "
-                    f"the state after epoch {self.n_iter_}.", UserWarning)
+                warn_interrupted(f"in epoch {self.n_iter_ + 1}; the model holds the state after epoch {self.n_iter_}")
                 stopped = True
                 break
             except BaseException:
                 self._restore(snapshot)  # nothing is left half-updated
                 raise
-            if not (math.isfinite(loss) and self._weights_finite()):
+            if not finite:
                 self._restore(snapshot)
-                warnings.warn(
-                    f"Training diverged in epoch {self.n_iter_ + 1}: the training loss or the weights are not "
-                    f"finite. The model was restored to its {'best state' if best else 'state before that epoch'}"
-                    f" and training stopped. Lower learning_rate (now {self.learning_rate}) or scale the inputs.",
-                    ConvergenceWarning,
-                )
+                warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate)
                 stopped = True
                 break
             self._head.ridge_path()  # move the epoch's ridges to the host (synced already)
             self.loss_curve_.append(loss)
             self.n_iter_ += 1
             self.t_ += X.shape[0]
-            scores = self._validation_scores(train, *val) if early else (None, None)
+            if early:
+                self.validation_loss_curve_.append(scores[0])
+                self.validation_scores_.append(scores[1])
             if update_no_improvement(self, loss, scores[1], early):
                 best = self._snapshot()
             if table is not None:
@@ -481,22 +466,28 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 f"Maximum iterations ({self.max_iter}) reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
+        self.__dict__.pop("refit_ridge_", None)  # describes the head only while it is the refitted one
         if self.refit_head and not incremental:
-            self._refit_head(train)
+            try:
+                self._refit_head(train)
+            except KeyboardInterrupt:  # the solve assigns nothing until it is done
+                warn_interrupted("in the final head solve; the head is the last slimTik iterate")
         return self
+
+    def _discard_fit(self):
+        """Forget the fitted state of a first fit that failed: the model is unfitted again."""
+        for name in [k for k in vars(self) if k.endswith("_") and not k.endswith("__")]:
+            if name not in ("n_features_in_", "feature_names_in_"):
+                delattr(self, name)
 
     def _initialize(self, X, y2, y_ndim):
         """Create every piece of fitted state (the only place that does)."""
         device = self._device_from_params()
         self._dtype = resolve_dtype(self.dtype)
         self._rng = check_random_state(self.random_state)
-        seed = int(self._rng.randint(np.iinfo(np.int32).max))
-        with torch.random.fork_rng(devices=[]):  # the CPU generator only: the user's GPU RNG is left alone
-            torch.default_generator.manual_seed(seed)
-            module = self._build_extractor(X.shape[1]).to(device=device, dtype=self._dtype)
-            probe = X[: min(len(X), 2)]
-            with torch.no_grad():
-                out = module(torch.tensor(probe, dtype=self._dtype, device=device))
+        self._torch_seed = int(self._rng.randint(np.iinfo(np.int32).max))  # torch's RNG: initial weights, epochs
+        probe = X[: min(len(X), 2)]
+        module, out = self._new_extractor(probe, device)
         check_extractor_output(out, len(probe), X.shape[1], dense=self.head is None)
         layout = self._layout(out, y2.shape[1])
         self._init_params = frozen_params(self)

@@ -7,6 +7,7 @@ solve do with the extractor, its optimizer and the :class:`SlimTikHead`.  It rea
 the estimator's parameters and the fitted state that ``_initialize`` creates.
 """
 
+import contextlib
 import copy
 
 import numpy as np
@@ -57,7 +58,7 @@ class _SeparableNetworkMixin:
         return Xt, Yt, torch.tensor(sw, dtype=self._head.dtype, device=device), float(sw.sum())
 
     def _validation_scores(self, train, X_val, y_val, sw_val=None):
-        """Validation loss and R2 (weighted by ``sw_val``) of the model as ``fit`` would return it now.
+        """Validation loss and R2 (weighted by ``sw_val``) of the model as ``fit`` would return it now (not recorded).
 
         ``train`` is the training set ``(Xt, Yt, Wt, mass)`` of :meth:`_solve_full_head`.
         """
@@ -73,8 +74,6 @@ class _SeparableNetworkMixin:
             score = float(r2_score(y_val, pred, sample_weight=sw_val))
         else:  # never the best epoch; the divergence check of the epoch loop acts on the weights
             loss, score = np.nan, -np.inf
-        self.validation_loss_curve_.append(loss)
-        self.validation_scores_.append(score)
         return loss, score
 
     def _solve_full_head(self, Xt, Yt, Wt=None, mass=None):
@@ -125,6 +124,43 @@ class _SeparableNetworkMixin:
             )
         return module
 
+    def _new_extractor(self, probe, device):
+        """The extractor with its initial weights (from ``_torch_seed``) and its output on ``probe``."""
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: the user's GPU RNG is left alone
+            torch.default_generator.manual_seed(self._torch_seed)
+            module = self._build_extractor(probe.shape[1]).to(device=device, dtype=self._dtype)
+            training = module.training
+            try:  # in eval mode: no BatchNorm statistics updated, no dropout drawn
+                with torch.no_grad():
+                    out = module.eval()(torch.tensor(probe, dtype=self._dtype, device=device))
+            except Exception as exc:  # the user's module: say which parameter and which input
+                raise ValueError(f"feature_extractor cannot be applied to X with {probe.shape[1]} features: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        return module.train(training), out
+
+    @contextlib.contextmanager
+    def _epoch_rng(self):
+        """Torch's global RNG during an epoch: seeded from ``random_state`` and the epoch, restored after.
+
+        Only a user's module draws from it (e.g. dropout; the rows are shuffled by
+        the model's NumPy generator), so ``random_state`` fixes such a fit too and
+        the caller's torch RNG is left as it was.  The CPU's generator, and the
+        CUDA device's when the model is there (an MPS generator is not forked).
+        """
+        seed = getattr(self, "_torch_seed", None)  # absent from models saved by older versions
+        if seed is None:
+            yield
+            return
+        device = torch.device(self.device_)
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        epoch_seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(epoch_seed)
+            for index in cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(epoch_seed)
+            yield
+
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s trainable parameters (None when there are none)."""
         params = [p for p in module.parameters() if p.requires_grad]
@@ -158,7 +194,7 @@ class _SeparableNetworkMixin:
         masses = [None] * len(stops) if sw is None else np.add.reduceat(sw if perm is None else sw[perm], starts)
         bar = batch_bar(self.verbose, len(stops), self.n_iter_ + 1)
         try:
-            with self._head.stepping():
+            with self._epoch_rng(), self._head.stepping():
                 for start, stop, mass in zip(starts, stops, masses):
                     rows = slice(start, stop) if order is None else order[start:stop]
                     total += self._step(Xt[rows], Yt[rows], None if Wt is None else Wt[rows], mass)

@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 _FITTED = (
     "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
     "refit_ridge_", "validation_scores_", "validation_loss_curve_", "best_validation_score_",
-    "best_loss_", "_no_improvement_count",
+    "best_loss_", "_no_improvement_count", "_torch_seed",
 )
 
 
@@ -216,13 +216,14 @@ def load_model(cls, path, **params):
         module = ResNetFeatures(**meta["extractor"])
     else:
         module = est._build_extractor(est.n_features_in_)
+    module.to(device="cpu", dtype=est._dtype)  # before loading: float64 weights must not pass through float32
     try:
         module.load_state_dict(tensors["extractor"])
     except RuntimeError as exc:
         raise ValueError(
             f"the feature_extractor passed to load does not match the weights saved in {path!s}: {exc}"
         ) from exc
-    est.feature_extractor_ = module.to(device="cpu", dtype=est._dtype)  # (a module passed to load may be on a GPU)
+    est.feature_extractor_ = module
     training = module.training
     with torch.no_grad():  # the head's layout needs the shape of the features
         out = module.eval()(torch.zeros((2, est.n_features_in_), dtype=est._dtype))

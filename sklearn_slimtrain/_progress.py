@@ -1,12 +1,15 @@
 """Training feedback and stopping: the per-epoch table (``verbose >= 1``), a batch progress
-bar (``verbose >= 2``), and MLPRegressor's no-improvement rule on the estimator's state.
+bar (``verbose >= 2``), MLPRegressor's no-improvement rule on the estimator's state, and the
+warnings of a fit stopped by divergence or Ctrl-C.
 """
 
 import sys
+import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["EpochTable", "batch_bar", "start_monitoring", "update_no_improvement"]
+__all__ = ["EpochTable", "batch_bar", "start_monitoring", "update_no_improvement", "warn_diverged", "warn_interrupted"]
 
 
 class EpochTable:
@@ -91,3 +94,19 @@ def update_no_improvement(est, loss: float, score, early: bool) -> bool:
         est._no_improvement_count = est._no_improvement_count + 1 if loss > est.best_loss_ - est.tol else 0
         est.best_loss_ = min(est.best_loss_, loss)
     return False
+
+
+def warn_interrupted(where: str) -> None:
+    """The warning of a ``fit`` stopped by Ctrl-C, which returns the model instead of raising."""
+    warnings.warn(f"Training interrupted (KeyboardInterrupt) {where}.", UserWarning, stacklevel=6)  # < _train < _fit < fit < _fit_context < caller
+
+
+def warn_diverged(epoch: int, restored_best: bool, learning_rate: float) -> None:
+    """The warning of an epoch whose loss or weights are not finite (the model is restored)."""
+    warnings.warn(
+        f"Training diverged in epoch {epoch}: the training loss or the weights are not finite. The model was "
+        f"restored to its {'best state' if restored_best else 'state before that epoch'} and training stopped. "
+        f"Lower learning_rate (now {learning_rate}) or scale the inputs.",
+        ConvergenceWarning,
+        stacklevel=6,  # warn_diverged < _train < _fit < fit < _fit_context < caller
+    )

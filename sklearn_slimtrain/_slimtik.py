@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._sgcv import Array, SGCVFactors, array_module, at_least, no_grad, nonnegative, sgcv_factors, sgcv_values
+from ._sgcv import Array, array_module, at_least, no_grad, nonnegative, sgcv_factors, sgcv_values
 
 __all__ = [
     "StepResult",

@@ -3,17 +3,19 @@
 import inspect
 import math
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.utils import check_array
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from ._device import resolve_dtype
 
 __all__ = [
     "FROZEN_PARAMS",
+    "PARAMETER_CONSTRAINTS",
     "check_extractor_output",
     "check_input_scale",
     "check_magnitude",
@@ -28,6 +30,34 @@ __all__ = [
     "weighted_rows",
 ]
 
+# SlimTrainRegressor._parameter_constraints: checked by fit (and by partial_fit on every call).
+PARAMETER_CONSTRAINTS = {
+    "feature_extractor": [None, callable],
+    "head": [None, torch.nn.Module],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "optimizer": [StrOptions({"adam", "sgd"}), type],
+    "alpha": [Interval(Real, 0, None, closed="left")],
+    "memory_depth": [Interval(Integral, 0, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "shuffle": ["boolean"],
+    "ridge": [StrOptions({"sgcv"}), Interval(Real, 0, None, closed="neither")],
+    "ridge_init": [Interval(Real, 0, None, closed="neither")],
+    "ridge_max_change": [Interval(Real, 0, None, closed="right")],
+    "refit_head": ["boolean"],
+    "fit_intercept": ["boolean"],
+    "device": [str, torch.device],
+    "dtype": [StrOptions({"float32", "float64"}), Options(torch.dtype, {torch.float32, torch.float64})],
+    "head_dtype": [StrOptions({"float32", "float64"}), Options(torch.dtype, {torch.float32, torch.float64})],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "warm_start": ["boolean"],
+}
+
 # Parameters that define the fitted state (the network, its optimizer, the head's
 # layout, memory and ridge rule, the dtypes): a continued fit cannot change them.
 # The others act on the next call (learning_rate, alpha, batch_size, ridge_max_change,
@@ -38,7 +68,10 @@ FROZEN_PARAMS = ("feature_extractor", "head", "optimizer", "memory_depth", "ridg
 
 
 def _peak(values: np.ndarray) -> float:
-    """``max |values|`` without a temporary copy of the array (predict may see 10^6+ rows)."""
+    """``max |values|`` without a temporary copy of the array (predict may see 10^6+ rows).
+
+    Of a float array: booleans and unsigned integers would not negate.
+    """
     return float(max(values.max(), -values.min()))
 
 
@@ -72,6 +105,8 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, *, bu
     """What ``validate_data`` lets through: non-numeric y, overflowing values, badly scaled X."""
     if y2.dtype.kind not in "biuf":
         raise ValueError(f"y must hold numbers (regression targets); got an array of dtype {y2.dtype}.")
+    if not np.isfinite(y2).all():  # None in an object y becomes NaN after validate_data's own check
+        raise ValueError("Input y contains NaN.")
     check_magnitude(X, "X", dtype, squared=False)
     if builtin:
         check_input_scale(X)
@@ -94,6 +129,13 @@ def check_optimizer(optimizer) -> None:
     if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
         raise TypeError(
             f"optimizer must be 'adam', 'sgd' or a torch.optim.Optimizer subclass; got {optimizer!r}."
+        )
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ValueError(
+            f"optimizer={optimizer.__name__} needs a closure that re-evaluates the loss (as LBFGS does); "
+            "SlimTrainRegressor takes one gradient step per mini-batch. Use an optimizer whose step() "
+            "takes no closure, e.g. torch.optim.Adam or torch.optim.SGD."
         )
 
 
@@ -165,10 +207,15 @@ def weighted_rows(sample_weight, X: np.ndarray, y2: np.ndarray):
     return X[keep], y2[keep], sw[keep]
 
 
+def _n_held_out(fraction: float, n: int) -> int:
+    """``ceil(fraction n)`` rows, and at least 2: R2 is undefined on one row."""
+    return max(2, math.ceil(fraction * n))
+
+
 def holdout(rng, fraction: float, X: np.ndarray, y2: np.ndarray, sw: np.ndarray | None):
-    """Random ``ceil(fraction n)`` rows held out for early stopping: ``((X, y2, sw), (X_val, y_val, sw_val))``."""
+    """Random ``max(2, ceil(fraction n))`` rows held out for early stopping: ``((X, y2, sw), (X_val, y_val, sw_val))``."""
     order = rng.permutation(X.shape[0])
-    n_val = math.ceil(fraction * X.shape[0])
+    n_val = _n_held_out(fraction, X.shape[0])
     held, kept = order[:n_val], order[n_val:]
     return (X[kept], y2[kept], None if sw is None else sw[kept]), (X[held], y2[held], None if sw is None else sw[held])
 
@@ -182,11 +229,12 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_v
         raise ValueError("sample_weight_val is passed to fit without X_val and y_val.")
     if X_val is None and y_val is None:
         n = X.shape[0]
-        if early and math.ceil(est.validation_fraction * n) > n - 1:
+        if early and _n_held_out(est.validation_fraction, n) > n - 1:
             zeros = "" if n_given in (None, n) else f" ({n_given - n} of the {n_given} rows have sample_weight 0)"
             raise ValueError(
-                f"early_stopping needs at least 2 samples to hold out validation_fraction="
-                f"{est.validation_fraction}; got n_samples={n}{zeros}.")
+                f"early_stopping needs at least one training row besides the validation_fraction="
+                f"{est.validation_fraction} held out (at least 2 rows: R2 is undefined on one); got "
+                f"n_samples={n}{zeros}.")
         return None
     if X_val is None or y_val is None:
         raise ValueError("X_val and y_val must be given together.")
@@ -195,6 +243,8 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_v
     X_val = validate_data(est, X_val, reset=False, dtype=(np.float64, np.float32))
     y_val = check_array(y_val, ensure_2d=False, dtype=np.float64, input_name="y_val")
     y_val = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
+    if X_val.shape[0] < 2:
+        raise ValueError(f"X_val must have at least 2 rows (R2 is undefined on one); got {X_val.shape[0]}.")
     if y_val.shape != (X_val.shape[0], y2.shape[1]):
         raise ValueError(
             f"y_val must have shape ({X_val.shape[0]}, {y2.shape[1]}) to match X_val and y; "

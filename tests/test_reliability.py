@@ -72,6 +72,10 @@ BATTERY = [
     ("inf-X", "inf in X", lambda: _fit(_with(np.inf)), (ValueError, "Input X contains infinity")),
     ("nan-y", "NaN in y", lambda: _fit(y=_y_with(np.nan)), (ValueError, "Input y contains NaN")),
     ("inf-y", "inf in y", lambda: _fit(y=_y_with(np.inf)), (ValueError, "Input y contains infinity")),
+    ("none-y", "None in an object y", lambda: _fit(y=np.r_[None, Y0[1:]].astype(object)),
+     (ValueError, "Input y contains NaN")),
+    ("bool-y", "boolean y", lambda: _fit(y=Y0 > 1.0), "finite"),
+    ("uint64-y", "unsigned integer counts", lambda: _fit(y=(np.arange(60) % 29).astype(np.uint64)), "finite"),
     ("complex-X", "complex X", lambda: _fit(X0 + 1j), (ValueError, "Complex data not supported")),
     ("object-X", "object X holding strings", lambda: _fit(X0.astype(str).astype(object)), None),
     ("string-X", "string X", lambda: _fit(np.array([["a", "b"]] * 60)), (ValueError, "could not convert string")),
@@ -97,6 +101,10 @@ BATTERY = [
     ("optimizer='adagrad'", "unknown optimizer string", lambda: _fit(optimizer="adagrad"),
      (ValueError, "'optimizer' .* Got 'adagrad'")),
     ("optimizer=dict", "a class that is no optimizer", lambda: _fit(optimizer=dict), (TypeError, "optimizer must be")),
+    ("optimizer=LBFGS", "an optimizer that needs a closure", lambda: _fit(optimizer=torch.optim.LBFGS),
+     (ValueError, "optimizer=LBFGS needs a closure")),
+    ("dtype=float16", "dtype=torch.float16", lambda: _fit(dtype=torch.float16),
+     (ValueError, "'dtype' parameter .* Got torch.float16")),
     ("device='cuda'", "device='cuda' without CUDA", lambda: _fit(device="cuda"),
      (ValueError, "'device' .*CUDA is not available")),
     ("device='tpu'", "unknown device", lambda: _fit(device="tpu"), (ValueError, "'device' .* 'tpu'")),
@@ -112,8 +120,14 @@ BATTERY = [
      (TypeError, r"to a 2-D tensor of shape \(n, n_features_out\); it returned a tuple")),
     ("extractor-not-module", "callable returning no module", lambda: _fit(feature_extractor=lambda n: "net"),
      (TypeError, "torch.nn.Module")),
+    ("extractor-features", "a module built for 5 input features", lambda: _fit(feature_extractor=torch.nn.Linear(5, 4)),
+     (ValueError, r"feature_extractor cannot be applied to X with 2 features: RuntimeError: mat1")),
     ("early-stopping-1-row", "early_stopping with 1 row", lambda: _fit(X0[:1], Y0[:1], early_stopping=True),
-     (ValueError, "early_stopping needs at least 2 samples")),
+     (ValueError, "early_stopping needs at least one training row besides")),
+    ("early-stopping-2-rows", "early_stopping with 2 rows", lambda: _fit(X0[:2], Y0[:2], early_stopping=True),
+     (ValueError, r"at least 2 rows: R2 is undefined on one\); got n_samples=2")),
+    ("X_val-1-row", "X_val of 1 row", lambda: SlimTrainRegressor(early_stopping=True).fit(
+        X0, Y0, X_val=X0[:1], y_val=Y0[:1]), (ValueError, "X_val must have at least 2 rows")),
     ("X_val-without-early-stopping", "X_val, y_val without early_stopping",
      lambda: SlimTrainRegressor(max_iter=1).fit(X0, Y0, X_val=X0, y_val=Y0), (ValueError, "early_stopping is False")),
     ("X_val-alone", "X_val without y_val", lambda: SlimTrainRegressor(early_stopping=True).fit(X0, Y0, X_val=X0),
@@ -536,3 +550,101 @@ def test_epoch_snapshot_is_a_copy_and_restores_everything():
     model._restore(snapshot)
     _assert_same(before[:5], _fingerprint(model)[:5])  # extractor, head, optimizer, generator
     np.testing.assert_array_equal(model._rng.permutation(10), draws)
+
+
+def _without_convergence_warning(model, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(*args, **kwargs)
+
+
+def test_keyboard_interrupt_while_scoring_keeps_the_last_complete_epoch(monkeypatch):
+    # an epoch and its validation scores are one unit: Ctrl-C in the scoring drops the epoch
+    params = dict(batch_size=20, max_iter=5, random_state=0, early_stopping=True)
+    reference = _without_convergence_warning(SlimTrainRegressor(**{**params, "max_iter": 2}), X0, Y0)
+    real, calls = SlimTrainRegressor._validation_scores, []
+
+    def scoring(self, *args):
+        calls.append(None)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(SlimTrainRegressor, "_validation_scores", scoring)
+    with pytest.warns(UserWarning, match="in epoch 3; the model holds the state after epoch 2"):
+        model = SlimTrainRegressor(**params).fit(X0, Y0)
+    assert model.n_iter_ == 2 and len(model.loss_curve_) == len(model.validation_scores_) == 2
+    np.testing.assert_array_equal(model.validation_scores_, reference.validation_scores_)
+    np.testing.assert_array_equal(model.predict(X0), reference.predict(X0))
+
+
+def test_keyboard_interrupt_in_the_final_head_solve_keeps_the_slimtik_head(monkeypatch):
+    plain = _fit(refit_head=False)
+    monkeypatch.setattr(SlimTrainRegressor, "_refit_head", lambda self, train: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.warns(UserWarning, match="in the final head solve; the head is the last slimTik iterate"):
+        model = _fit()
+    assert not hasattr(model, "refit_ridge_")
+    np.testing.assert_array_equal(model.predict(X0), plain.predict(X0))
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_first_fit_that_fails_in_training_leaves_no_fitted_model(method):
+    model = SlimTrainRegressor(lambda n: _Failing(n, 3, RuntimeError("the simulation crashed")), batch_size=20)
+    with pytest.raises(RuntimeError, match="the simulation crashed"):
+        getattr(model, method)(X0, Y0)
+    with pytest.raises(NotFittedError):
+        model.predict(X0)
+    assert not [k for k in vars(model) if k.endswith("_") and k != "n_features_in_"]
+
+
+def test_partial_fit_checks_parameters_set_between_calls():
+    # scikit-learn's _fit_context validates partial_fit's parameters on the first call only
+    model = SlimTrainRegressor(random_state=0).partial_fit(X0, Y0)
+    before = _fingerprint(model)
+    for name, value in [("batch_size", 0), ("alpha", -5.0), ("learning_rate", -1.0), ("ridge_max_change", -1.0)]:
+        model.set_params(**{name: value})
+        with pytest.raises(ValueError, match=f"The '{name}' parameter of SlimTrainRegressor must be"):
+            model.partial_fit(X0, Y0)
+        model.set_params(**{name: SlimTrainRegressor().get_params()[name]})
+    _assert_same(before, _fingerprint(model))
+
+
+def test_float64_model_file_round_trip_is_exact(tmp_path):
+    model = _fit(dtype="float64", memory_depth=2, batch_size=16)
+    model.save(tmp_path / "m.slim")
+    loaded = SlimTrainRegressor.load(tmp_path / "m.slim")
+    assert next(loaded.feature_extractor_.parameters()).dtype == torch.float64
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+    np.testing.assert_array_equal(loaded.partial_fit(X0, Y0).predict(X0), model.partial_fit(X0, Y0).predict(X0))
+
+
+class _Dropout(torch.nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(n, 8), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                                       torch.nn.BatchNorm1d(8))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_random_state_fixes_dropout_and_fit_leaves_torch_rng_alone():
+    params = dict(feature_extractor=_Dropout, batch_size=20, max_iter=3, random_state=0)
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    a = SlimTrainRegressor(**params).fit(X0, Y0)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
+    torch.manual_seed(2)
+    b = SlimTrainRegressor(**params).fit(X0, Y0)
+    np.testing.assert_array_equal(a.predict(X0), b.predict(X0))
+    c = SlimTrainRegressor(**{**params, "random_state": 1}).fit(X0, Y0)
+    assert not np.array_equal(a.predict(X0), c.predict(X0))
+    # the probe forward pass runs in eval mode: BatchNorm counts only the 3 x 3 training steps
+    assert int(a.feature_extractor_.net[3].num_batches_tracked) == 9
+
+
+def test_refit_ridge_describes_only_a_refitted_head():
+    model = _fit()
+    assert hasattr(model, "refit_ridge_")
+    model.partial_fit(X0, Y0)
+    assert not hasattr(model, "refit_ridge_")
