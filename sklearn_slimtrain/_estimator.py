@@ -415,7 +415,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
             (X, y2, sw), val = holdout(self._rng, self.validation_fraction, X, y2, sw)
         train = self._training_tensors(X, y2, sw)  # (Xt, Yt, Wt, mass)
-        table = EpochTable(validation=early) if self.verbose else None
+        table = EpochTable(validation=early, header=not (incremental and self.n_iter_)) if self.verbose else None
         best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()

@@ -21,9 +21,11 @@ class EpochTable:
         Add the validation loss and R2 columns (early stopping).
     file : file-like, default=None
         Where to print (``sys.stdout`` at print time when None).
+    header : bool, default=True
+        Print the header before the first row (not for a stream's later ``partial_fit`` calls).
     """
 
-    def __init__(self, validation: bool, file=None):
+    def __init__(self, validation: bool, file=None, header: bool = True):
         self.columns = ["epoch", "train_loss"]
         if validation:
             self.columns += ["valid_loss", "valid_r2"]
@@ -31,7 +33,7 @@ class EpochTable:
         # wide enough for every cell format below: "%.4g" (10), "%.2e" (8), "%.3f" (7)
         self.widths = [{"epoch": 7, "ridge": 8, "dur": 7}.get(c, 10) for c in self.columns]
         self.file = file
-        self._started = False
+        self._started = not header
 
     def _print(self, cells):
         print("  ".join(c.rjust(w) for c, w in zip(cells, self.widths)), file=self.file or sys.stdout)

@@ -576,3 +576,12 @@ def test_verbose_prints_one_line_per_epoch(peaks_data, capsys):
     lines = capsys.readouterr().out.rstrip().splitlines()
     assert len(lines) == 4 and lines[0].split() == ["epoch", "train_loss", "ridge", "dur"]
     assert [line.split()[0] for line in lines[2:]] == ["1", "2"]
+
+
+def test_verbose_stream_prints_the_header_once(peaks_data, capsys):
+    X, y = peaks_data
+    model = SlimTrainRegressor(verbose=1, random_state=0)
+    for chunk in np.array_split(np.arange(len(X)), 3):
+        model.partial_fit(X[chunk], y[chunk])
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert [line.split()[0] for line in lines] == ["epoch", "-------", "1", "2", "3"]
