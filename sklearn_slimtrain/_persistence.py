@@ -107,12 +107,22 @@ def _encode_param(name, value, tensors):
         return {"value": int(value)}
     if isinstance(value, Real):
         return {"value": float(value)}  # json writes inf as Infinity and reads it back
-    if isinstance(value, (torch.device, torch.dtype)):
-        return {"value": str(value).replace("torch.", "")}
+    if isinstance(value, torch.dtype):  # restored as the dtype, so get_params() round-trips
+        return {"value": str(value).replace("torch.", ""), "torch": "dtype"}
+    if isinstance(value, torch.device):
+        return {"value": str(value), "torch": "device"}
     if name == "feature_extractor" and _builtin_config(value) is not None:
         tensors["param_extractor"] = to_cpu(value.state_dict())
         return {"resnet": _builtin_config(value)}
     return None
+
+
+def _decode_param(encoded):
+    """Inverse of :func:`_encode_param` for the values a file holds (files without "torch" hold plain values)."""
+    kind = encoded.get("torch")
+    if kind == "dtype":
+        return getattr(torch, encoded["value"])
+    return torch.device(encoded["value"]) if kind == "device" else encoded["value"]
 
 
 def save_model(est, path) -> None:
@@ -194,7 +204,7 @@ def load_model(cls, path, **params):
             module.load_state_dict(tensors["param_extractor"])
             values[name] = module
         else:
-            values[name] = encoded["value"]
+            values[name] = _decode_param(encoded)
     saved = dict(values)
     values.update(params)
     est = cls(**values)

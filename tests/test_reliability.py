@@ -648,3 +648,11 @@ def test_refit_ridge_describes_only_a_refitted_head():
     assert hasattr(model, "refit_ridge_")
     model.partial_fit(X0, Y0)
     assert not hasattr(model, "refit_ridge_")
+
+
+def test_model_file_restores_torch_dtype_and_device_parameters(tmp_path):
+    model = _fit(dtype=torch.float64, head_dtype=torch.float32, device=torch.device("cpu"))
+    model.save(tmp_path / "m.slim")
+    loaded = SlimTrainRegressor.load(tmp_path / "m.slim")
+    assert loaded.get_params() == model.get_params()
+    assert loaded.dtype is torch.float64 and isinstance(loaded.device, torch.device)
