@@ -394,14 +394,14 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         X, y2, sw = weighted_rows(sample_weight, X, y2)
         early = self.early_stopping and not incremental
         val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
-        if reset:
-            self._initialize(X, y2, y.ndim)
-        elif not same_device(device := self._device_from_params(), torch.device(self.device_)):
+        if not (reset or same_device(device := self._device_from_params(), torch.device(self.device_))):
             move_model(self, device)  # set_params(device=...) between calls: the model follows
         try:
+            if reset:
+                self._initialize(X, y2, y.ndim)
             return self._train(X, y2, sw, val, incremental, early)
         except BaseException:
-            if reset:  # a first fit that fails leaves no fitted model behind
+            if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
                 self._discard_fit()
             raise
 
@@ -475,7 +475,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         return self
 
     def _discard_fit(self):
-        """Forget the fitted state of a first fit that failed: the model is unfitted again."""
+        """Forget the fitted state after a fit from scratch failed: the model is unfitted again."""
         for name in [k for k in vars(self) if k.endswith("_") and not k.endswith("__")]:
             if name not in ("n_features_in_", "feature_names_in_"):
                 delattr(self, name)

@@ -467,6 +467,11 @@ def test_a_failed_initialisation_leaves_the_model_unfitted(peaks_data, monkeypat
         model.predict(X)
     monkeypatch.undo()
     assert model.partial_fit(X, y).n_iter_ == 1  # initialises afresh
+    monkeypatch.setattr(estimator_module, "SlimTikHead", refuse)
+    with pytest.raises(TypeError, match="float64"):  # a fit from scratch over a fitted model
+        model.fit(X, y)
+    with pytest.raises(NotFittedError):  # not half of the old model
+        model.predict(X)
 
 
 def test_same_random_state_same_predictions_and_clone_is_unfitted(peaks_data):
