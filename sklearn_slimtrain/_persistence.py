@@ -32,7 +32,7 @@ from ._extractors import ResNetFeatures
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params
 
-__all__ = ["load_model", "move_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
+__all__ = ["cpu_copy", "load_model", "move_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
 
 FORMAT = "sklearn-slimtrain-model"
 FORMAT_VERSION = 1
@@ -61,11 +61,24 @@ def pickle_state(est, state: dict) -> dict:
     if "feature_extractor_" not in state:
         return state
     if est.device_ != "cpu":  # store device-independently
-        state["feature_extractor_"] = copy.deepcopy(est.feature_extractor_).to("cpu")
+        state["feature_extractor_"] = cpu_copy(est.feature_extractor_)
         state["_head"] = copy.deepcopy(est._head).to(torch.device("cpu"))
     optimizer = state.pop("_optimizer")
     state["_optimizer_state"] = None if optimizer is None else to_cpu(optimizer.state_dict())
     return state
+
+
+def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module`` with its parameters and buffers on the CPU.
+
+    Each tensor is copied to the CPU directly (``deepcopy`` finds the copies in
+    its memo), not first duplicated on its device: pickling a model fitted on a
+    GPU needs no GPU memory beyond the model's own.
+    """
+    memo = {id(p): torch.nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
+            for p in module.parameters()}
+    memo.update({id(b): b.detach().to("cpu", copy=True) for b in module.buffers()})
+    return copy.deepcopy(module, memo)
 
 
 def unpickle_state(est, state: dict) -> None:

@@ -656,3 +656,17 @@ def test_model_file_restores_torch_dtype_and_device_parameters(tmp_path):
     loaded = SlimTrainRegressor.load(tmp_path / "m.slim")
     assert loaded.get_params() == model.get_params()
     assert loaded.dtype is torch.float64 and isinstance(loaded.device, torch.device)
+
+
+def test_cpu_copy_of_a_module_is_independent_and_equal():
+    # pickling a GPU model copies its tensors to the CPU directly (no second copy on the GPU)
+    from sklearn_slimtrain._persistence import cpu_copy
+
+    module = _Dropout(2).eval()
+    module.net[3].running_mean += 1.0  # a buffer with a value of its own
+    copied = cpu_copy(module)
+    x = torch.tensor(X0, dtype=torch.float32)
+    torch.testing.assert_close(copied(x), module(x), rtol=0, atol=0)
+    for (name, a), (_, b) in zip(module.state_dict().items(), copied.state_dict().items()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+    assert all(p.requires_grad for p in copied.parameters())
