@@ -81,7 +81,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         Mini-batch size.  A pass over ``n`` rows makes ``max(n // batch_size, 1)``
         steps: the remainder joins the last batch (a short batch would leave the
         head fitted to a few rows), so batches have ``batch_size`` to
-        ``2 batch_size - 1`` rows.
+        ``2 batch_size - 1`` rows (one batch of all ``n`` rows when
+        ``n < batch_size``).
     max_iter : int, default=50
         Number of epochs of ``fit``.
     shuffle : bool, default=True
@@ -120,20 +121,23 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows of ``fit`` (or use the
         ``X_val, y_val`` given to ``fit``), score R2 on them after every epoch,
-        stop when it has not improved by ``tol`` for ``n_iter_no_change``
-        epochs, and keep the extractor and head of the best epoch, as
+        stop when it has not improved by ``tol`` for more than
+        ``n_iter_no_change`` consecutive epochs, and keep the extractor and head of the best epoch, as
         :class:`~sklearn.neural_network.MLPRegressor`.  With ``refit_head`` the
         score uses the head refitted on the training rows (one extra forward
         pass per epoch).  ``partial_fit`` never stops early.
     validation_fraction : float, default=0.1
         Fraction of the rows held out for early stopping.
     n_iter_no_change : int, default=10
-        Epochs without an improvement of at least ``tol`` (of the validation
-        R2 with early stopping, else of the training loss) before training stops.
+        Training stops after more than this many consecutive epochs without an
+        improvement of at least ``tol`` (of the validation R2 with early
+        stopping, else of the training loss), as in ``MLPRegressor``.
     tol : float, default=1e-4
         Smallest improvement that counts, as in ``MLPRegressor``.
     random_state : int, RandomState instance or None, default=None
-        Seeds the extractor's initialisation, the shuffling and the validation split.
+        Seeds the extractor's initialisation, the shuffling, the validation
+        split and torch's RNG in each epoch (a module's dropout), without
+        changing the caller's torch RNG.
     verbose : int, default=0
         1 prints a table with one line per epoch (training and validation loss,
         ridge, seconds); 2 adds a progress bar over the batches (needs tqdm,
@@ -156,9 +160,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         in the extractor's dtype: ``nn.Sequential(feature_extractor_, head_)``
         is the trained network.
     coef_ : ndarray of shape (n_features_out,) or (n_targets, n_features_out)
-        Head weights (for 1-D ``y``, a 1-D array).
+        Head weights (for 1-D ``y``, a 1-D array); for a layer ``head``, the
+        layer's ``weight`` array.
     intercept_ : float or ndarray of shape (n_targets,)
-        Head intercept (0 when ``fit_intercept=False``).
+        Head intercept (0 when ``fit_intercept=False``); for a layer ``head``,
+        its ``bias`` array (0.0 without a bias).
     ridge_ : float
         Current per-step ridge, ``ridge_path_[-1]``.
     refit_ridge_ : float
