@@ -7,6 +7,7 @@ figure when None) and returns the matplotlib ``Axes``.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -105,7 +106,9 @@ def plot_ridge_path(
         "heatmap": an iterations x epochs image of ``log10(ridge)`` (the paper's
         Figures 4 and 6); "line": the ridge against the iteration, log scale.
     steps_per_epoch : int, default=None
-        Rows of the heatmap; by default ``len(ridge_path_) // n_iter_``.
+        Rows of the heatmap; by default ``len(ridge_path_) // n_iter_``.  When
+        the epochs (or ``partial_fit`` calls) had unequal numbers of steps, which
+        no grid can show as columns, the default draws the line with a warning.
     ax : matplotlib Axes, default=None
         Where to draw.
 
@@ -116,6 +119,11 @@ def plot_ridge_path(
     reg = _regressor(estimator)
     path = reg.ridge_path_
     ax = _axes(ax)
+    if kind == "heatmap" and steps_per_epoch is None and len(path) % max(reg.n_iter_, 1):
+        warnings.warn(f"ridge_path_ has {len(path)} steps over {reg.n_iter_} epochs or partial_fit calls of "
+                      "unequal length; drawing kind='line' (pass steps_per_epoch for a heatmap).", UserWarning,
+                      stacklevel=2)
+        kind = "line"
     if kind == "line":
         ax.plot(np.arange(1, len(path) + 1), path)
         ax.set_yscale("log")

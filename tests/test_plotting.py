@@ -57,6 +57,20 @@ def test_ridge_path_heatmap_and_line(fitted, peaks_data):
     plt.close("all")
 
 
+def test_ridge_path_of_unequal_calls_is_drawn_as_a_line(peaks_data):
+    # partial_fit calls of 2 and 7 steps: no grid has the calls as its columns
+    X, y = peaks_data
+    model = SlimTrainRegressor(batch_size=32, random_state=0)
+    for rows in (slice(0, 64), slice(64, 300)):
+        model.partial_fit(X[rows], y[rows])
+    with pytest.warns(UserWarning, match="9 steps over 2 epochs or partial_fit calls of unequal length"):
+        ax = plot_ridge_path(model)
+    assert not ax.images
+    np.testing.assert_array_equal(ax.lines[0].get_data()[1], model.ridge_path_)
+    assert plot_ridge_path(model, steps_per_epoch=3).images[0].get_array().shape == (3, 3)  # on request
+    plt.close("all")
+
+
 def test_predictions(fitted, peaks_data, multi_data):
     X, y = peaks_data
     ax = plot_predictions(fitted, X, y)
