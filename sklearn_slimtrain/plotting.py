@@ -106,9 +106,11 @@ def plot_ridge_path(
         "heatmap": an iterations x epochs image of ``log10(ridge)`` (the paper's
         Figures 4 and 6); "line": the ridge against the iteration, log scale.
     steps_per_epoch : int, default=None
-        Rows of the heatmap; by default ``len(ridge_path_) // n_iter_``.  When
-        the epochs (or ``partial_fit`` calls) had unequal numbers of steps, which
-        no grid can show as columns, the default draws the line with a warning.
+        Rows of the heatmap; by default the steps of one epoch,
+        ``max(rows // batch_size, 1)`` with ``rows = t_ / n_iter_`` (the path of
+        an early-stopped fit ends at its best epoch).  When the epochs (or
+        ``partial_fit`` calls) had unequal numbers of rows, which no grid can
+        show as columns, the default draws the line with a warning.
     ax : matplotlib Axes, default=None
         Where to draw.
 
@@ -119,7 +121,9 @@ def plot_ridge_path(
     reg = _regressor(estimator)
     path = reg.ridge_path_
     ax = _axes(ax)
-    if kind == "heatmap" and steps_per_epoch is None and len(path) % max(reg.n_iter_, 1):
+    rows = reg.t_ / max(reg.n_iter_, 1)
+    steps = steps_per_epoch or max(int(rows) // reg.batch_size, 1)
+    if kind == "heatmap" and steps_per_epoch is None and (rows != int(rows) or len(path) % steps):
         warnings.warn(f"ridge_path_ has {len(path)} steps over {reg.n_iter_} epochs or partial_fit calls of "
                       "unequal length; drawing kind='line' (pass steps_per_epoch for a heatmap).", UserWarning,
                       stacklevel=2)
@@ -132,7 +136,6 @@ def plot_ridge_path(
         return ax
     if kind != "heatmap":
         raise ValueError(f"kind must be 'heatmap' or 'line'; got {kind!r}.")
-    steps = steps_per_epoch or max(len(path) // max(reg.n_iter_, 1), 1)
     epochs = len(path) // steps
     image = np.log10(path[: epochs * steps]).reshape(epochs, steps).T
     mesh = ax.imshow(image, aspect="auto", origin="upper", interpolation="nearest",

@@ -68,6 +68,13 @@ def test_ridge_path_of_unequal_calls_is_drawn_as_a_line(peaks_data):
     assert not ax.images
     np.testing.assert_array_equal(ax.lines[0].get_data()[1], model.ridge_path_)
     assert plot_ridge_path(model, steps_per_epoch=3).images[0].get_array().shape == (3, 3)  # on request
+    # an early-stopped fit's path ends at its best epoch: one column per epoch up to there
+    stopped = SlimTrainRegressor(early_stopping=True, n_iter_no_change=2, max_iter=30, random_state=0).fit(X, y)
+    best = int(np.argmax(stopped.validation_scores_)) + 1
+    assert best < stopped.n_iter_
+    image = plot_ridge_path(stopped).images[0].get_array()
+    assert image.shape == (8, best)  # 270 training rows / 32 = 8 steps per epoch
+    np.testing.assert_allclose(image[:, -1], np.log10(stopped.ridge_path_[-8:]))
     plt.close("all")
 
 
