@@ -209,7 +209,7 @@ def load_model(cls, path, **params):
             f"{path!s} was saved with parameter(s) {missing} that a model file does not store "
             "(a custom module or class is code, and a RandomState instance is an object: a safe file holds "
             "neither). Pass them to load, e.g. "
-            f"{cls.__name__}.load(path, {missing[0]}=...), (a module with the same architecture as when it was saved)."
+            f"{cls.__name__}.load(path, {missing[0]}=...); a module with the same architecture as when it was saved."
         )
     values = {}
     for name, encoded in meta["params"].items():
