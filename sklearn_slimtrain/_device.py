@@ -4,7 +4,7 @@ import warnings
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype", "restore_device", "same_device"]
+__all__ = ["device_index", "resolve_device", "resolve_dtype", "restore_device", "same_device"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -68,15 +68,16 @@ def resolve_device(device, *, float64: bool = False) -> torch.device:
     return dev
 
 
+def device_index(dev: torch.device) -> int:
+    """The index of ``dev``: for ``"cuda"`` without one, the current CUDA device; else 0."""
+    if dev.index is None and dev.type == "cuda":
+        return torch.cuda.current_device()
+    return dev.index or 0
+
+
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether ``a`` and ``b`` name the same device (``"cuda"`` is the current CUDA device)."""
-
-    def index(dev):
-        if dev.index is None and dev.type == "cuda":
-            return torch.cuda.current_device()
-        return dev.index or 0
-
-    return a.type == b.type and index(a) == index(b)
+    return a.type == b.type and device_index(a) == device_index(b)
 
 
 def restore_device(saved: str) -> torch.device:

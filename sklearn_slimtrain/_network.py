@@ -16,7 +16,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._device import resolve_dtype
+from ._device import device_index, resolve_dtype
 from ._extractors import ResNetFeatures
 from ._heads import make_layout
 from ._progress import batch_bar
@@ -152,7 +152,7 @@ class _SeparableNetworkMixin:
             yield
             return
         device = torch.device(self.device_)
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        cuda = [device_index(device)] if device.type == "cuda" else []
         epoch_seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
         with torch.random.fork_rng(devices=cuda):
             torch.default_generator.manual_seed(epoch_seed)
