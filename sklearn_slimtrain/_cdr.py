@@ -106,6 +106,7 @@ __all__ = [
     "cdr_operator",
     "cell_centers",
     "interpolation_matrix",
+    "min_steps",
     "reaction_layout",
     "reaction_term",
     "solve_cdr",
@@ -289,6 +290,21 @@ def _default_footprints(x1, x2):
         x2[None] - centers[:, 1].reshape((-1,) + (1,) * x2.ndim)
     ) ** 2
     return np.exp(-r2 / (2 * REACTION_WIDTH**2))
+
+
+def min_steps(grid, *, reaction_rate=REACTION_RATE, final_time=FINAL_TIME, multiple=12):
+    """Fewest time steps (a multiple of ``multiple``) that keep ``u >= 0`` for *every* ``y`` in ``[0, 1]^55``.
+
+    The positivity condition ``dt * rho(x) <= 1`` (module docstring) at its worst case over
+    the sampled box: every decay coefficient at its largest, ``y_j = 1`` for odd ``j``, so
+    ``rho_max = kappa max_x sum_{j odd} g_j(x)`` over the cell centres of ``grid``.  Checking
+    the sampled ``y`` instead would make a given ``n_steps`` pass or fail with the seed.
+    """
+    x1, x2 = cell_centers(int(grid))
+    _, _, signs = reaction_layout()
+    G = _default_footprints(x1.ravel(), x2.ravel())
+    rho_max = reaction_rate * G[signs < 0].sum(axis=0).max()
+    return multiple * max(1, int(np.ceil(final_time * rho_max / multiple)))
 
 
 def _eval_source(f, x1, x2, t, N):

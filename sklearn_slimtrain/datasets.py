@@ -1,11 +1,13 @@
 """Offline regression problems generated from formulas (deterministic per seed), and an MNIST sample."""
 
 import importlib.util
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils._param_validation import Interval, validate_params
 
 # What the ``random_state`` parameter of a ``make_*`` function accepts.
 RandomStateLike = int | np.random.RandomState | None
@@ -30,6 +32,13 @@ def peaks(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     )
 
 
+_NOISE = [Interval(Real, 0, None, closed="left")]  # a standard deviation (NaN is refused too)
+
+
+@validate_params(
+    {"n_samples": [Interval(Integral, 1, None, closed="left")], "noise": _NOISE, "random_state": ["random_state"]},
+    prefer_skip_nested_validation=True,
+)
 def make_peaks(
     n_samples: int = 2000, *, noise: float = 0.0, random_state: RandomStateLike = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +73,16 @@ def make_peaks(
     return X, y
 
 
+@validate_params(
+    {
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_times": [Interval(Integral, 1, None, closed="left")],
+        "final_time": [Interval(Real, 0, None, closed="neither")],
+        "noise": _NOISE,
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_oscillator(
     n_samples: int = 500,
     *,
@@ -121,6 +140,16 @@ def make_oscillator(
     return X, y
 
 
+@validate_params(
+    {
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "grid": [Interval(Integral, 2, None, closed="left")],
+        "n_steps": [Interval(Integral, 12, None, closed="left")],
+        "noise": _NOISE,
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_cdr(
     n_samples: int = 800,
     *,
@@ -145,8 +174,10 @@ def make_cdr(
     grid : int, default=32
         Finite-volume cells per direction (``h = 1/grid``).
     n_steps : int, default=96
-        Time steps on ``(0, 1]``; must be a multiple of 12 (every observation time is a step
-        time).
+        Time steps on ``(0, 1]``: a multiple of 12 (every observation time is a step
+        time) and at least 36, the fewest that keep ``u >= 0`` for every ``y`` in
+        ``[0, 1]^55`` (``sklearn_slimtrain._cdr.min_steps``), so that a valid value never
+        fails for some seeds only.
     noise : float, default=0.0
         Standard deviation of Gaussian noise added to the targets.
     random_state : int, RandomState instance or None, default=None
@@ -201,8 +232,14 @@ def make_cdr(
     >>> bool((Y >= 0).all())
     True
     """
-    from ._cdr import N_REACTIONS, solve_cdr
+    from ._cdr import N_REACTIONS, min_steps, solve_cdr
 
+    fewest = min_steps(grid)
+    if n_steps % 12 or n_steps < fewest:
+        raise ValueError(
+            f"n_steps must be a multiple of 12 (the observation times are step times) and at least {fewest} "
+            f"(the positivity condition of the explicit reaction step for every y in [0, 1]^55), got {n_steps}."
+        )
     rng = check_random_state(random_state)
     X = rng.uniform(0.0, 1.0, size=(n_samples, N_REACTIONS))
     Y = solve_cdr(X, grid=grid, n_steps=n_steps)

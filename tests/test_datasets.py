@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from sklearn_slimtrain.datasets import make_oscillator, make_peaks, peaks
 
@@ -27,3 +28,21 @@ def test_oscillator_solves_its_ode():
     # x(0) = x0 and x'(0) = v0: extrapolate the first samples back to t = 0
     x_at_0 = 2 * Y[:, 0] - Y[:, 1]
     np.testing.assert_allclose(x_at_0, X[:, 2], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "name"),
+    [
+        (make_peaks, {"n_samples": -1}, "n_samples"),
+        (make_peaks, {"n_samples": 2.5}, "n_samples"),
+        (make_peaks, {"noise": -0.1}, "noise"),
+        (make_peaks, {"noise": float("nan")}, "noise"),
+        (make_peaks, {"random_state": "seed"}, "random_state"),
+        (make_oscillator, {"n_times": 0}, "n_times"),
+        (make_oscillator, {"final_time": 0.0}, "final_time"),
+        (make_oscillator, {"noise": -1.0}, "noise"),
+    ],
+)
+def test_generators_reject_bad_parameters(make, kwargs, name):
+    with pytest.raises(ValueError, match=f"'{name}' parameter of {make.__name__}"):
+        make(**{"n_samples": 5, **kwargs})
