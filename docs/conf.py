@@ -76,6 +76,7 @@ GALLERY_EXAMPLES = [
     "streaming_partial_fit.py",
     "custom_module.py",
     "demo_peaks.py",
+    "plot_autoencoder.py",
 ]
 _names = "|".join(re.escape(name) for name in GALLERY_EXAMPLES)
 

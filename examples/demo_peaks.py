@@ -5,7 +5,7 @@ Comparing with MLPRegressor
 Fit the default :class:`~sklearn_slimtrain.SlimTrainRegressor` on MATLAB's peaks function,
 beside scikit-learn's :class:`~sklearn.neural_network.MLPRegressor` with its defaults, and
 print the held-out R2 and the fit time of both on the same split.  This is ``make demo``;
-slimTrain's 50 default epochs take about 13 s on a 2-core CPU.
+slimTrain's 50 default epochs take about 7-10 s on a 2-core CPU.
 
 ``MLPRegressor()`` learns every layer with Adam and stops at its ``max_iter=200`` with a
 ``ConvergenceWarning``; slimTrain solves the last layer at every step, with its ridge chosen

@@ -447,7 +447,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate)
                 stopped = True
                 break
-            self._head.ridge_path()  # move the epoch's ridges to the host (synced already)
+            self._head.end_pass()  # move the epoch's ridges to the host (synced already), mark the epoch
             self.loss_curve_.append(loss)
             self.n_iter_ += 1
             self.t_ += X.shape[0]
@@ -471,6 +471,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             warnings.warn(
                 f"Maximum iterations ({self.max_iter}) reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
+                stacklevel=5,  # _train < _fit < fit < _fit_context < caller
             )
         self.__dict__.pop("refit_ridge_", None)  # describes the head only while it is the refitted one
         if self.refit_head and not incremental:

@@ -161,6 +161,7 @@ class SlimTikHead:
         self._solve_tridiagonal = None
         self._pending: list[Tensor] = []  # per-step ridges not yet copied to the host
         self._path = np.empty(0)
+        self._ends = []  # len(self._path) at the end of every epoch / partial_fit call (None: unknown)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -284,6 +285,21 @@ class SlimTikHead:
             self._pending = []
         return self._path
 
+    def end_pass(self) -> None:
+        """Mark the end of an epoch (or ``partial_fit`` call) in the ridge path."""
+        self.ridge_path()
+        ends = getattr(self, "_ends", None)  # None: a head pickled before the ends were recorded
+        if ends is not None:
+            ends.append(len(self._path))
+
+    def pass_lengths(self) -> np.ndarray | None:
+        """Steps of each epoch or call in the ridge path, or None when not recorded for all of it."""
+        ends = getattr(self, "_ends", None)
+        path = self.ridge_path()
+        if not ends or ends[-1] != len(path):
+            return None
+        return np.diff(np.concatenate(([0], ends))).astype(int)
+
     def solve_full(self, chunks, ridge: float | None, mass: float | None = None):
         """The Tikhonov head on all rows (the estimator's final solve); ``W`` is unchanged.
 
@@ -341,6 +357,7 @@ class SlimTikHead:
             "rule": self.rule,
             "n_seen": self.n_seen,
             "memory_next": self.memory._next,
+            "pass_ends": None if getattr(self, "_ends", None) is None else [int(e) for e in self._ends],
         }
         return tensors, scalars
 
@@ -370,6 +387,8 @@ class SlimTikHead:
         n_seen = scalars["n_seen"]  # an int, or a float after steps with sample weights
         head.n_seen = float(n_seen) if isinstance(n_seen, float) else int(n_seen)
         head._path = tensors["path"].numpy().astype(np.float64)
+        ends = scalars.get("pass_ends")  # absent in files written before it was recorded
+        head._ends = None if ends is None and len(head._path) else list(ends or [])
         return head
 
     def to(self, device: torch.device) -> "SlimTikHead":

@@ -1,8 +1,9 @@
 """Plots of a fitted SlimTrainRegressor (needs matplotlib: ``pip install sklearn-slimtrain[plot]``).
 
-Every function accepts the fitted estimator itself or a fitted ``Pipeline`` /
-``GridSearchCV`` / ``RandomizedSearchCV`` holding one, draws on ``ax`` (a new
-figure when None) and returns the matplotlib ``Axes``.
+Every function accepts the fitted estimator itself or a fitted ``Pipeline``,
+``GridSearchCV`` / ``RandomizedSearchCV``, ``TransformedTargetRegressor`` or
+dask-ml ``Incremental`` holding one, draws on ``ax`` (a new figure when None) and
+returns the matplotlib ``Axes``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ def _regressor(estimator):
             inner = inner.best_estimator_
         elif hasattr(inner, "steps"):
             inner = inner.steps[-1][1]
+        elif hasattr(inner, "regressor_"):  # TransformedTargetRegressor
+            inner = inner.regressor_
+        elif hasattr(inner, "estimator_"):  # dask-ml Incremental / ParallelPostFit
+            inner = inner.estimator_
         else:
             break
     raise TypeError(
-        "expected a fitted SlimTrainRegressor, or a fitted Pipeline or search holding one; "
-        f"got {type(estimator).__name__}."
+        "expected a fitted SlimTrainRegressor, or a fitted Pipeline, search, TransformedTargetRegressor or "
+        f"dask-ml Incremental holding one; got {type(estimator).__name__}."
     )
 
 
@@ -60,7 +65,10 @@ def plot_loss_curve(estimator: BaseEstimator, *, ax: Axes | None = None) -> Axes
     """Mean training loss per epoch (``loss_curve_``), log scale.
 
     With early stopping the validation loss (``validation_loss_curve_``) is drawn
-    too, with a dotted line at the epoch whose model was kept.
+    too, with a dotted line at the epoch whose model was kept.  After a
+    warm-started fit, ``loss_curve_`` holds every epoch so far and the validation
+    curve (reset by each ``fit``, as ``MLPRegressor``'s) is drawn at the epochs of
+    the last fit.  For a ``partial_fit`` stream an "epoch" is one call.
 
     Parameters
     ----------
@@ -79,8 +87,9 @@ def plot_loss_curve(estimator: BaseEstimator, *, ax: Axes | None = None) -> Axes
     ax.plot(epochs, reg.loss_curve_, marker="o", markersize=3, label="training loss")
     val = getattr(reg, "validation_loss_curve_", None)
     if val:  # early stopping: the held-out loss and the epoch that was kept
-        ax.plot(epochs[: len(val)], val, marker="s", markersize=3, label="validation loss")
-        best = int(np.argmax(reg.validation_scores_)) + 1
+        first = len(reg.loss_curve_) - len(val)  # epochs before the last fit (warm start)
+        ax.plot(epochs[first:], val, marker="s", markersize=3, label="validation loss")
+        best = first + int(np.argmax(reg.validation_scores_)) + 1
         ax.axvline(best, color="gray", linestyle=":", label=f"kept (epoch {best})")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
@@ -106,11 +115,13 @@ def plot_ridge_path(
         "heatmap": an iterations x epochs image of ``log10(ridge)`` (the paper's
         Figures 4 and 6); "line": the ridge against the iteration, log scale.
     steps_per_epoch : int, default=None
-        Rows of the heatmap; by default the steps of one epoch,
-        ``max(rows // batch_size, 1)`` with ``rows = t_ / n_iter_`` (the path of
-        an early-stopped fit ends at its best epoch).  When the epochs (or
-        ``partial_fit`` calls) had unequal numbers of rows, which no grid can
-        show as columns, the default draws the line with a warning.
+        Rows of the heatmap; by default the steps of one epoch, as recorded by
+        the fit (the path of an early-stopped fit ends at its best epoch).  When
+        the epochs (or ``partial_fit`` calls) made unequal numbers of steps,
+        which no grid can show as columns, the default draws the line with a
+        warning.  (For a model file or pickle written before the steps per epoch
+        were recorded, they are inferred as ``max(rows // batch_size, 1)`` with
+        ``rows = t_ / n_iter_``.)
     ax : matplotlib Axes, default=None
         Where to draw.
 
@@ -121,9 +132,15 @@ def plot_ridge_path(
     reg = _regressor(estimator)
     path = reg.ridge_path_
     ax = _axes(ax)
-    rows = reg.t_ / max(reg.n_iter_, 1)
-    steps = steps_per_epoch or max(int(rows) // reg.batch_size, 1)
-    if kind == "heatmap" and steps_per_epoch is None and (rows != int(rows) or len(path) % steps):
+    lengths = reg._head.pass_lengths()  # steps of each epoch / call, when recorded
+    if lengths is not None:
+        unequal = len(set(lengths.tolist())) > 1
+        steps = steps_per_epoch or int(lengths[0])
+    else:  # older models: infer from the rows per epoch
+        rows = reg.t_ / max(reg.n_iter_, 1)
+        steps = steps_per_epoch or max(int(rows) // reg.batch_size, 1)
+        unequal = rows != int(rows) or len(path) % steps > 0
+    if kind == "heatmap" and steps_per_epoch is None and unequal:
         warnings.warn(f"ridge_path_ has {len(path)} steps over {reg.n_iter_} epochs or partial_fit calls of "
                       "unequal length; drawing kind='line' (pass steps_per_epoch for a heatmap).", UserWarning,
                       stacklevel=2)
@@ -171,16 +188,25 @@ def plot_predictions(
     """
     from sklearn.metrics import r2_score
 
-    _regressor(estimator)
+    reg = _regressor(estimator)
     y = np.asarray(y, dtype=np.float64)
-    pred = np.asarray(estimator.predict(X))
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if (y.ndim == 2) != (reg.n_outputs_ > 1) or (y.ndim == 2 and y.shape[1] != reg.n_outputs_):
+        raise ValueError(f"y has shape {y.shape}, but the model predicts {reg.n_outputs_} target(s).")
+    if y.ndim == 2 and not 0 <= target < y.shape[1]:
+        raise ValueError(f"target must be in [0, {y.shape[1] - 1}]; got {target}.")
+    pred = np.asarray(estimator.predict(X)).reshape(len(y), -1)
+    title = ""
     if y.ndim == 2:
-        y, pred = y[:, target], pred[:, target]
+        y, pred, title = y[:, target], pred[:, target], f"target {target}: "
+    else:
+        pred = pred[:, 0]
     ax = _axes(ax)
     ax.scatter(y, pred, s=8, alpha=0.6)
     lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
     ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
-    ax.set_title(f"R2 = {r2_score(y, pred):.4f}")
+    ax.set_title(f"{title}R2 = {r2_score(y, pred):.4f}")
     return ax

@@ -92,3 +92,67 @@ def test_predictions(fitted, peaks_data, multi_data):
     with pytest.raises(TypeError, match="SlimTrainRegressor"):
         plot_predictions(StandardScaler().fit(X), X, y)
     plt.close("all")
+
+
+def test_ridge_path_detects_unequal_calls_with_a_divisible_path(peaks_data):
+    # calls of 3 and 9 steps: 12 steps over 2 calls would divide into a 6 x 2 grid whose
+    # columns mix the calls; the recorded steps per call show they are unequal
+    X, y = peaks_data
+    model = SlimTrainRegressor(batch_size=32, random_state=0)
+    model.partial_fit(X[:96], y[:96])
+    model.partial_fit(X[:288], y[:288])
+    np.testing.assert_array_equal(model._head.pass_lengths(), [3, 9])
+    with pytest.warns(UserWarning, match="unequal length"):
+        ax = plot_ridge_path(model)
+    assert not ax.images
+    # a warm-started fit that changes batch_size: 3 epochs of 9 steps, then 3 of 4
+    warm = SlimTrainRegressor(batch_size=32, max_iter=3, warm_start=True, random_state=0).fit(X, y)
+    warm.set_params(batch_size=64).fit(X, y)
+    np.testing.assert_array_equal(warm._head.pass_lengths(), [9, 9, 9, 4, 4, 4])
+    with pytest.warns(UserWarning, match="unequal length"):
+        plot_ridge_path(warm)
+    plt.close("all")
+
+
+def test_pass_lengths_survive_pickle_and_model_files(tmp_path, peaks_data):
+    import pickle
+
+    X, y = peaks_data
+    model = SlimTrainRegressor(batch_size=50, max_iter=2, random_state=0).fit(X, y)
+    for copy in (pickle.loads(pickle.dumps(model)), (model.save(tmp_path / "m.zip"),
+                                                     SlimTrainRegressor.load(tmp_path / "m.zip"))[1]):
+        np.testing.assert_array_equal(copy._head.pass_lengths(), [6, 6])
+        assert plot_ridge_path(copy).images[0].get_array().shape == (6, 2)
+    plt.close("all")
+
+
+def test_loss_curve_after_warm_started_early_stopping(peaks_data):
+    # loss_curve_ keeps every epoch; the validation curve belongs to the last fit's epochs
+    X, y = peaks_data
+    model = SlimTrainRegressor(early_stopping=True, max_iter=3, warm_start=True, random_state=0).fit(X, y)
+    model.fit(X, y)
+    assert len(model.loss_curve_) == 6 and len(model.validation_loss_curve_) == 3
+    _train, val, kept = plot_loss_curve(model).lines
+    np.testing.assert_array_equal(val.get_xdata(), [4, 5, 6])
+    best = 3 + int(np.argmax(model.validation_scores_)) + 1
+    assert list(kept.get_xdata()) == [best, best]
+    plt.close("all")
+
+
+def test_plots_find_the_model_inside_a_target_transformer(peaks_data, multi_data):
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, y = peaks_data
+    wrapped = TransformedTargetRegressor(SlimTrainRegressor(max_iter=1, random_state=0),
+                                         transformer=StandardScaler()).fit(X, y)
+    np.testing.assert_array_equal(plot_loss_curve(wrapped).lines[0].get_ydata(), wrapped.regressor_.loss_curve_)
+    ax = plot_predictions(wrapped, X, y.reshape(-1, 1))  # a 1-column y for a 1-D model is accepted
+    np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 1], wrapped.predict(X))
+    Xm, Ym = multi_data
+    multi = SlimTrainRegressor(max_iter=1, random_state=0).fit(Xm, Ym)
+    assert plot_predictions(multi, Xm, Ym, target=1).get_title().startswith("target 1: R2 = ")
+    with pytest.raises(ValueError, match=r"y has shape \(\d+,\), but the model predicts 4 target"):
+        plot_predictions(multi, Xm, Ym[:, 0])
+    with pytest.raises(ValueError, match="target must be in"):
+        plot_predictions(multi, Xm, Ym, target=5)
+    plt.close("all")
