@@ -118,7 +118,7 @@ def run(batch, memory, mode, ridge, epochs, seed, n_train, n_val, net):
             break
         train.append(half_mse(model, Xtr, ytr))
         val.append(half_mse(model, Xva, yva))
-    steps = -(-n_train // batch)  # steps per epoch
+    steps = max(n_train // batch, 1)  # steps per epoch (the remainder rows join the last batch)
     path = model.ridge_path_
     return {
         "batch": batch,

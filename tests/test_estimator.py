@@ -590,3 +590,10 @@ def test_verbose_stream_prints_the_header_once(peaks_data, capsys):
         model.partial_fit(X[chunk], y[chunk])
     lines = capsys.readouterr().out.rstrip().splitlines()
     assert [line.split()[0] for line in lines] == ["epoch", "-------", "1", "2", "3"]
+
+
+def test_convergence_warning_points_at_the_callers_line(peaks_data):
+    X, y = peaks_data
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations") as record:
+        SlimTrainRegressor(max_iter=1, random_state=0).fit(X, y)
+    assert {w.filename for w in record if issubclass(w.category, ConvergenceWarning)} == {__file__}
