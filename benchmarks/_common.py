@@ -42,13 +42,63 @@ def fit_adam(X, y, *, extractor, lr=1e-3, batch_size=32, epochs=20, weight_decay
     but the final layer is learned by Adam too.  Returns a predict function.
     ``callback(epoch, predict)`` is called after every epoch when given.
     """
-    torch.manual_seed(seed)
     extractor.to(device)
-    with torch.no_grad():
-        width = extractor(torch.tensor(X[:2], dtype=torch.float32, device=device)).shape[1]
-    head = torch.nn.Linear(width, 1 if np.ndim(y) == 1 else np.shape(y)[1])
-    return fit_adam_layer(X, y, extractor=extractor, head=head, lr=lr, batch_size=batch_size, epochs=epochs,
+    # The head (and any lazy layer of the extractor, materialised by the probe) is drawn from
+    # its own stream: the caller built the extractor after torch.manual_seed(seed), so
+    # reseeding with `seed` here would make the head's weights (or a lazy opening layer's) a
+    # rescaled copy of the first weights the extractor drew, correlated by construction.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(independent_seed(seed))
+        with torch.no_grad():
+            width = extractor(torch.tensor(X[:2], dtype=torch.float32, device=device)).shape[1]
+        head = torch.nn.Linear(width, 1 if np.ndim(y) == 1 else np.shape(y)[1])
+    predict = fit_adam_layer(X, y, extractor=extractor, head=head, lr=lr, batch_size=batch_size, epochs=epochs,
                           weight_decay=weight_decay, seed=seed, callback=callback, device=device)
+    return predict
+
+
+def independent_seed(seed):
+    """A seed for a torch stream unrelated to the one ``torch.manual_seed(seed)`` starts."""
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
+def head_solve(predict, X, y):
+    """Adam's trained network with the package's final head solve (``refit_head=True``) in place of its head.
+
+    ``predict`` is what :func:`fit_adam` returns (its extractor and head, in their
+    current state).  The head is re-solved on the rows ``(X, y)`` exactly as
+    ``SlimTrainRegressor`` does after its last epoch: the Tikhonov head on all rows
+    in float64 with the ridge chosen by exact GCV (``tikhonov_from_gram``), written as a
+    correction of Adam's head.  Returns a predict function (same shapes as ``predict``).
+    So both methods can be compared with the same final solve.
+    """
+    from sklearn_slimtrain._slimtik import tikhonov_from_gram
+
+    extractor, head = predict.extractor, predict.head
+    Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+
+    def features(Xn):
+        was_training = extractor.training
+        extractor.eval()
+        try:
+            with torch.no_grad():
+                device = next(head.parameters()).device
+                Z = extractor(torch.tensor(Xn, dtype=torch.float32, device=device)).double().cpu()
+        finally:
+            extractor.train(was_training)
+        return torch.cat([Z, torch.ones(len(Z), 1, dtype=torch.float64)], dim=1)
+
+    A = features(X)
+    W0 = torch.cat([head.weight.detach().double().cpu().T, head.bias.detach().double().cpu()[None]], dim=0)
+    R = torch.from_numpy(Y) - A @ W0
+    n = len(A)
+    coef = tikhonov_from_gram(A.T @ A / n, A.T @ R / n, (R * R).sum() / n, n, ridge=None, coef=W0).coef
+
+    def solved(Xn):
+        out = (features(Xn) @ coef).numpy()
+        return out[:, 0] if np.ndim(y) == 1 else out
+
+    return solved
 
 
 def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, ridge=0.0, alpha=0.0, seed=0,
@@ -99,6 +149,7 @@ def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, 
             net.train(was_training)
         return out[:, 0] if Y.ndim == 1 else out
 
+    predict.extractor, predict.head = extractor, head  # for head_solve
     net.train()
     for epoch in range(epochs):
         order = torch.as_tensor(rng.permutation(len(Xt)), device=device)

@@ -11,7 +11,8 @@ probe) over batch size x memory depth x learning rate, for the sGCV step rules
 * ``matlab``: the published MATLAB rule, a local window of 60 candidates in
   [S/2, 1.5 S] around S, ties to the smallest, floor 1e-7;
 
-and Adam on the same network (Adam also learns the final layer) as a reference.
+and Adam on the same network (Adam also learns the final layer) as a reference, and
+(without ``--no-refit``) Adam's network with slimTrain's final head solve ("adam+solve").
 Prints validation R2 (mean over seeds) per configuration and a summary per rule.
 
     python benchmarks/stability.py                      # full grid, 1 seed
@@ -33,7 +34,7 @@ from joblib import Parallel, delayed
 from sklearn.metrics import r2_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MatlabRuleRegressor, fit_adam, machine, markdown_table
+from _common import MatlabRuleRegressor, fit_adam, head_solve, machine, markdown_table
 
 from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
 from sklearn_slimtrain.datasets import make_oscillator, make_peaks
@@ -54,13 +55,18 @@ def run(problem, rule, batch, memory, lr, epochs, seed, width=16, refit=True):
         torch.manual_seed(seed)
         predict = fit_adam(Xtr, ytr, extractor=ResNetFeatures(Xtr.shape[1], width=width), lr=lr, batch_size=batch,
                            epochs=epochs, seed=seed)
-        return problem, rule, batch, memory, lr, seed, float(r2_score(yva, predict(Xva))), float("nan")
+        out = [(problem, rule, batch, memory, lr, seed, float(r2_score(yva, predict(Xva))), float("nan"))]
+        if refit:  # the same final head solve as slimTrain's, on Adam's trained network
+            solved = head_solve(predict, Xtr, ytr)
+            out.append((problem, "adam+solve", batch, memory, lr, seed, float(r2_score(yva, solved(Xva))),
+                        float("nan")))
+        return out
     cls = MatlabRuleRegressor if rule == "matlab" else SlimTrainRegressor
     change = np.inf if rule == "free" else 0.5
     model = cls(lambda n: ResNetFeatures(n, width=width), batch_size=batch, memory_depth=memory, learning_rate=lr,
                 max_iter=epochs, ridge_max_change=change, refit_head=refit, random_state=seed)
     model.fit(Xtr, ytr)
-    return problem, rule, batch, memory, lr, seed, float(model.score(Xva, yva)), float(model._head.ridge)
+    return [(problem, rule, batch, memory, lr, seed, float(model.score(Xva, yva)), float(model._head.ridge))]
 
 
 def main(argv=None):
@@ -83,7 +89,7 @@ def main(argv=None):
     for problem, rule, b, lr, seed in itertools.product(args.problems, args.rules, args.batches, args.lrs, args.seeds):
         for r in [0] if rule == "adam" else args.memories:  # Adam has no memory
             jobs.append(delayed(run)(problem, rule, b, r, lr, args.epochs, seed, args.width, not args.no_refit))
-    results = Parallel(n_jobs=args.n_jobs)(jobs)
+    results = [row for rows in Parallel(n_jobs=args.n_jobs)(jobs) for row in rows]
 
     groups = defaultdict(list)
     for problem, rule, b, r, lr, seed, r2, ridge in results:
@@ -95,17 +101,21 @@ def main(argv=None):
           f"({machine()})\n")
     print(markdown_table(["problem", "rule", "batch", "memory", "lr", "val R2", "final cumulative ridge S"], rows))
 
-    adam = {(p, b, lr): r2 for p, rule, b, r, lr, r2, _ in rows if rule == "adam"}
+    baselines = ("adam", "adam+solve")
+    adam = {(p, rule, b, lr): r2 for p, rule, b, r, lr, r2, _ in rows if rule in baselines}
     summary = []
     for (problem, rule), group in itertools.groupby(sorted(rows, key=lambda r: r[:2]), key=lambda r: r[:2]):
         group = list(group)
         r2 = np.array([g[5] for g in group])
-        beats = [g[5] >= adam[(problem, g[2], g[4])] for g in group if (problem, g[2], g[4]) in adam]
-        summary.append((problem, rule, float(r2.min()), float(np.median(r2)), float(r2.mean()),
-                        f"{sum(beats)}/{len(beats)}" if rule != "adam" else "-", len(r2)))
+        counts = []
+        for base in baselines:
+            beats = [g[5] >= adam[(problem, base, g[2], g[4])] for g in group
+                     if (problem, base, g[2], g[4]) in adam]
+            counts.append(f"{sum(beats)}/{len(beats)}" if beats and rule not in baselines else "-")
+        summary.append((problem, rule, float(r2.min()), float(np.median(r2)), float(r2.mean()), *counts, len(r2)))
     print("\n## summary\n")
-    print(markdown_table(["problem", "rule", "worst R2", "median R2", "mean R2", "R2 >= Adam's", "# configs"],
-                         summary))
+    print(markdown_table(["problem", "rule", "worst R2", "median R2", "mean R2", "R2 >= Adam's",
+                          "R2 >= Adam + head solve's", "# configs"], summary))
 
 
 if __name__ == "__main__":

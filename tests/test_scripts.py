@@ -95,3 +95,34 @@ def test_weights_benchmark_quick():
     out = _run("benchmarks/weights.py", "--quick").stdout
     assert "## cost" in out and "| MLPRegressor() | 1/sigma^2 |" in out
     assert out.count("| SlimTrainRegressor") == 10  # five configurations, without and with weights
+
+
+def test_adam_baseline_head_solve_and_independent_init():
+    # benchmarks/_common: Adam's head is drawn independently of the extractor it follows, and
+    # head_solve applies the package's own final head solve to Adam's network
+    import copy
+    import warnings
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import fit_adam, head_solve
+
+    from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
+    from sklearn_slimtrain.datasets import make_peaks
+
+    X, y = make_peaks(300, random_state=0)
+    torch.manual_seed(0)
+    extractor = ResNetFeatures(2, width=16)
+    predict = fit_adam(X, y, extractor=extractor, epochs=0, seed=0)  # the initial weights
+    head, opening = predict.head.weight.detach().ravel(), extractor.opening.weight.detach().ravel()[:16]
+    assert abs(np.corrcoef(head, opening)[0, 1]) < 0.9  # was exactly 1: the same stream, rescaled
+    predict = fit_adam(X, y, extractor=extractor, epochs=1, seed=0)
+    solved = head_solve(predict, X, y)
+    frozen = copy.deepcopy(extractor).requires_grad_(False)  # a module without trainable weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = SlimTrainRegressor(frozen, max_iter=1, random_state=0).fit(X, y)  # its final head solve
+    np.testing.assert_allclose(solved(X), model.predict(X), rtol=0, atol=1e-8 * np.abs(y).max())
+    assert np.mean((solved(X) - y) ** 2) < np.mean((predict(X) - y) ** 2)
