@@ -91,6 +91,8 @@ def head_solve(predict, X, y):
     A = features(X)
     W0 = torch.cat([head.weight.detach().double().cpu().T, head.bias.detach().double().cpu()[None]], dim=0)
     R = torch.from_numpy(Y) - A @ W0
+    if (R * R).sum() > (torch.from_numpy(Y) ** 2).sum():  # as SlimTikHead.solve_full: Adam's head fits
+        W0, R = torch.zeros_like(W0), torch.from_numpy(Y)  # worse than zero, so correct the zero head
     n = len(A)
     coef = tikhonov_from_gram(A.T @ A / n, A.T @ R / n, (R * R).sum() / n, n, ridge=None, coef=W0).coef
 

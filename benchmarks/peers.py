@@ -29,8 +29,8 @@ random_state=0)``), and the seed only changes the models' initialisation and shu
 ``StandardScaler`` on the targets, the variant a user who knows that networks want
 scaled targets would run.
 
-Reported: test R2 and fit time (wall clock of ``pipeline.fit`` after one untimed warm-up
-fit of the same model per process, one torch/BLAS thread per job) averaged over the seeds
+Reported: test R2 and fit time (wall clock of ``pipeline.fit`` after an untimed one-epoch
+warm-up fit of the same model on 64 rows, one torch/BLAS thread per job) averaged over the seeds
 (sample standard deviation); the best mean R2 of each row is in bold, and the last
 column is SlimTrainRegressor's gap to the best.  A second table, early convergence,
 gives test R2 after 5 and 10 epochs of SlimTrainRegressor (``max_iter`` 5 or 10, with
@@ -150,14 +150,11 @@ def _pipeline(name, seed, n_features, epochs):
     return make_pipeline(StandardScaler(), model)
 
 
-_WARMED = set()  # models already fitted once in this process
-
-
 def warm_up(name, scale_targets):
-    """Fit ``name`` once on a few rows, untimed: the first torch fit of a process pays about 2 s
-    of one-off lazy imports and initialisation, which would land on whichever job came first."""
-    if name in _WARMED:
-        return
+    """Fit ``name`` once on 64 rows for one epoch, untimed, before every timed fit: the first
+    torch fit of a process pays about 2 s of one-off lazy imports and initialisation, which
+    would land on whichever job came first.  (Per job, not per process: joblib ships this
+    module's globals with each job, so a per-process cache would not persist.)"""
     X, y = np.random.default_rng(0).normal(size=(2, 64, 3))
     y = y[:, 0]
     skorch_model = name.startswith("skorch")
@@ -166,7 +163,6 @@ def warm_up(name, scale_targets):
         make_model(name, 0, 3, 1, scale_targets).fit(
             X.astype(np.float32) if skorch_model else X,
             y.reshape(-1, 1).astype(np.float32) if skorch_model else y)
-    _WARMED.add(name)
 
 
 def run(problem, name, seed, epochs=None, n_train=N_TRAIN, n_test=N_TEST, scale_targets=False):

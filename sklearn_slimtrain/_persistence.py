@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 _FITTED = (
     "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
     "refit_ridge_", "validation_scores_", "validation_loss_curve_", "best_validation_score_",
-    "best_loss_", "_no_improvement_count", "_torch_seed",
+    "best_loss_", "_no_improvement_count", "_torch_seed", "_validation_start",
 )
 
 

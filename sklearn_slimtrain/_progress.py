@@ -77,6 +77,7 @@ def batch_bar(verbose: int, total: int, epoch: int):
 def start_monitoring(est, early: bool) -> None:
     """Reset the stopping rule of MLPRegressor at the start of every ``fit``."""
     est._no_improvement_count = 0
+    est._validation_start = est.n_iter_  # the epoch before this fit's first: where its validation curve starts
     est.validation_scores_ = [] if early else None
     est.validation_loss_curve_ = [] if early else None
     est.best_validation_score_ = -np.inf if early else None

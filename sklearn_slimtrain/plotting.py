@@ -68,7 +68,8 @@ def plot_loss_curve(estimator: BaseEstimator, *, ax: Axes | None = None) -> Axes
     too, with a dotted line at the epoch whose model was kept.  After a
     warm-started fit, ``loss_curve_`` holds every epoch so far and the validation
     curve (reset by each ``fit``, as ``MLPRegressor``'s) is drawn at the epochs of
-    the last fit.  For a ``partial_fit`` stream an "epoch" is one call.
+    the last fit, also when ``partial_fit`` calls followed it.  For a
+    ``partial_fit`` stream an "epoch" is one call.
 
     Parameters
     ----------
@@ -87,8 +88,10 @@ def plot_loss_curve(estimator: BaseEstimator, *, ax: Axes | None = None) -> Axes
     ax.plot(epochs, reg.loss_curve_, marker="o", markersize=3, label="training loss")
     val = getattr(reg, "validation_loss_curve_", None)
     if val:  # early stopping: the held-out loss and the epoch that was kept
-        first = len(reg.loss_curve_) - len(val)  # epochs before the last fit (warm start)
-        ax.plot(epochs[first:], val, marker="s", markersize=3, label="validation loss")
+        # epochs before the fit that monitored them (a warm start; partial_fit calls may follow);
+        # models saved before it was recorded: the validation epochs are the last ones
+        first = getattr(reg, "_validation_start", len(reg.loss_curve_) - len(val))
+        ax.plot(epochs[first : first + len(val)], val, marker="s", markersize=3, label="validation loss")
         best = first + int(np.argmax(reg.validation_scores_)) + 1
         ax.axvline(best, color="gray", linestyle=":", label=f"kept (epoch {best})")
     ax.set_yscale("log")
@@ -187,9 +190,11 @@ def plot_predictions(
     ax : matplotlib Axes
     """
     from sklearn.metrics import r2_score
+    from sklearn.utils import check_consistent_length
 
     reg = _regressor(estimator)
     y = np.asarray(y, dtype=np.float64)
+    check_consistent_length(X, y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if (y.ndim == 2) != (reg.n_outputs_ > 1) or (y.ndim == 2 and y.shape[1] != reg.n_outputs_):

@@ -99,6 +99,17 @@ def test_incremental_streams_blocks(client):
     inc.partial_fit(Xd, yd)
     assert inc.estimator_.n_iter_ == 12 and inc.estimator_.t_ == 2304
 
+    # the plots find the model inside the wrapper: one heatmap column per block (12 steps each)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sklearn_slimtrain.plotting import plot_ridge_path
+
+    assert plot_ridge_path(inc).images[0].get_array().shape == (12, 12)
+    plt.close("all")
+
 
 def test_hyperband_search_stops_models_early(client):
     X, y = make_peaks(400, random_state=0)

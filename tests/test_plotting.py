@@ -156,3 +156,45 @@ def test_plots_find_the_model_inside_a_target_transformer(peaks_data, multi_data
     with pytest.raises(ValueError, match="target must be in"):
         plot_predictions(multi, Xm, Ym, target=5)
     plt.close("all")
+
+
+def test_loss_curve_after_early_stopping_then_partial_fit(peaks_data):
+    # partial_fit adds to loss_curve_ but not to the validation lists of the fit before it
+    X, y = peaks_data
+    model = SlimTrainRegressor(early_stopping=True, max_iter=3, random_state=0).fit(X, y)
+    model.partial_fit(X, y)
+    model.partial_fit(X, y)
+    _train, val, kept = plot_loss_curve(model).lines
+    np.testing.assert_array_equal(val.get_xdata(), [1, 2, 3])
+    best = int(np.argmax(model.validation_scores_)) + 1
+    assert list(kept.get_xdata()) == [best, best]
+    plt.close("all")
+
+
+def test_plots_of_models_saved_before_the_epochs_were_recorded(tmp_path, peaks_data):
+    # a head pickled or saved without the epoch ends, and a model without _validation_start:
+    # the plots fall back to inferring them (equal epochs here, so the same pictures)
+    import pickle
+
+    X, y = peaks_data
+    model = SlimTrainRegressor(batch_size=50, max_iter=2, early_stopping=True, random_state=0).fit(X, y)
+    old = pickle.loads(pickle.dumps(model))
+    del old._head._ends, old._validation_start
+    assert old._head.pass_lengths() is None
+    old.partial_fit(X[:270], y[:270])  # continuing does not start recording half-way
+    assert old._head.pass_lengths() is None
+    assert plot_ridge_path(old).images[0].get_array().shape == (5, 3)  # 270 rows / 50, 3 epochs
+    tensors, scalars = model._head.state_dict()
+    del scalars["pass_ends"]
+    loaded = type(model._head).from_state_dict(tensors, scalars, model._head.coef.device, model._head.layout)
+    assert loaded.pass_lengths() is None
+    _train, val, _kept = plot_loss_curve(old).lines
+    np.testing.assert_array_equal(val.get_xdata(), [2, 3])  # inferred: the last epochs
+    plt.close("all")
+
+
+def test_plot_predictions_rejects_rows_of_other_lengths(fitted, peaks_data):
+    X, y = peaks_data
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        plot_predictions(fitted, X[:100], y[:50])
+    plt.close("all")
