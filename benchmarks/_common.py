@@ -52,9 +52,8 @@ def fit_adam(X, y, *, extractor, lr=1e-3, batch_size=32, epochs=20, weight_decay
         with torch.no_grad():
             width = extractor(torch.tensor(X[:2], dtype=torch.float32, device=device)).shape[1]
         head = torch.nn.Linear(width, 1 if np.ndim(y) == 1 else np.shape(y)[1])
-    predict = fit_adam_layer(X, y, extractor=extractor, head=head, lr=lr, batch_size=batch_size, epochs=epochs,
+    return fit_adam_layer(X, y, extractor=extractor, head=head, lr=lr, batch_size=batch_size, epochs=epochs,
                           weight_decay=weight_decay, seed=seed, callback=callback, device=device)
-    return predict
 
 
 def independent_seed(seed):
@@ -75,7 +74,7 @@ def head_solve(predict, X, y):
     from sklearn_slimtrain._slimtik import tikhonov_from_gram
 
     extractor, head = predict.extractor, predict.head
-    Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    Y = torch.from_numpy(np.asarray(y, dtype=np.float64).reshape(len(y), -1))
 
     def features(Xn):
         was_training = extractor.training
@@ -90,9 +89,9 @@ def head_solve(predict, X, y):
 
     A = features(X)
     W0 = torch.cat([head.weight.detach().double().cpu().T, head.bias.detach().double().cpu()[None]], dim=0)
-    R = torch.from_numpy(Y) - A @ W0
-    if (R * R).sum() > (torch.from_numpy(Y) ** 2).sum():  # as SlimTikHead.solve_full: Adam's head fits
-        W0, R = torch.zeros_like(W0), torch.from_numpy(Y)  # worse than zero, so correct the zero head
+    R = Y - A @ W0
+    if (R * R).sum() > (Y * Y).sum():  # as SlimTikHead.solve_full: Adam's head fits worse than zero,
+        W0, R = torch.zeros_like(W0), Y  # so correct the zero head
     n = len(A)
     coef = tikhonov_from_gram(A.T @ A / n, A.T @ R / n, (R * R).sum() / n, n, ridge=None, coef=W0).coef
 

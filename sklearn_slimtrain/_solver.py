@@ -128,6 +128,7 @@ class SlimTikHead:
     _solve_on_host = None  # on_host, cached by the first step (class default for old pickles)
     _solve_tridiagonal = None  # tridiagonal, cached likewise
     tridiagonal_request = None  # the ``tridiagonal`` argument (absent from older pickles)
+    _ends = None  # epoch ends (see __init__); None: not recorded (older pickles and model files)
 
     def __init__(
         self,
@@ -288,17 +289,15 @@ class SlimTikHead:
     def end_pass(self) -> None:
         """Mark the end of an epoch (or ``partial_fit`` call) in the ridge path."""
         self.ridge_path()
-        ends = getattr(self, "_ends", None)  # None: a head pickled before the ends were recorded
-        if ends is not None:
-            ends.append(len(self._path))
+        if self._ends is not None:
+            self._ends.append(len(self._path))
 
     def pass_lengths(self) -> np.ndarray | None:
         """Steps of each epoch or call in the ridge path, or None when not recorded for all of it."""
-        ends = getattr(self, "_ends", None)
         path = self.ridge_path()
-        if not ends or ends[-1] != len(path):
+        if not self._ends or self._ends[-1] != len(path):
             return None
-        return np.diff(np.concatenate(([0], ends))).astype(int)
+        return np.diff(np.concatenate(([0], self._ends))).astype(int)
 
     def solve_full(self, chunks, ridge: float | None, mass: float | None = None):
         """The Tikhonov head on all rows (the estimator's final solve); ``W`` is unchanged.
@@ -357,7 +356,7 @@ class SlimTikHead:
             "rule": self.rule,
             "n_seen": self.n_seen,
             "memory_next": self.memory._next,
-            "pass_ends": None if getattr(self, "_ends", None) is None else [int(e) for e in self._ends],
+            "pass_ends": None if self._ends is None else [int(e) for e in self._ends],
         }
         return tensors, scalars
 

@@ -32,11 +32,12 @@ def peaks(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     )
 
 
+_N_SAMPLES = [Interval(Integral, 1, None, closed="left")]
 _NOISE = [Interval(Real, 0, None, closed="left")]  # a standard deviation (NaN is refused too)
 
 
 @validate_params(
-    {"n_samples": [Interval(Integral, 1, None, closed="left")], "noise": _NOISE, "random_state": ["random_state"]},
+    {"n_samples": _N_SAMPLES, "noise": _NOISE, "random_state": ["random_state"]},
     prefer_skip_nested_validation=True,
 )
 def make_peaks(
@@ -75,7 +76,7 @@ def make_peaks(
 
 @validate_params(
     {
-        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_samples": _N_SAMPLES,
         "n_times": [Interval(Integral, 1, None, closed="left")],
         "final_time": [Interval(Real, 0, None, closed="neither")],
         "noise": _NOISE,
@@ -142,7 +143,7 @@ def make_oscillator(
 
 @validate_params(
     {
-        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_samples": _N_SAMPLES,
         "grid": [Interval(Integral, 2, None, closed="left")],
         "n_steps": [Interval(Integral, 12, None, closed="left")],
         "noise": _NOISE,

@@ -197,7 +197,7 @@ def plot_predictions(
     check_consistent_length(X, y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if (y.ndim == 2) != (reg.n_outputs_ > 1) or (y.ndim == 2 and y.shape[1] != reg.n_outputs_):
+    if y.shape[1:] != ((reg.n_outputs_,) if reg.n_outputs_ > 1 else ()):
         raise ValueError(f"y has shape {y.shape}, but the model predicts {reg.n_outputs_} target(s).")
     if y.ndim == 2 and not 0 <= target < y.shape[1]:
         raise ValueError(f"target must be in [0, {y.shape[1] - 1}]; got {target}.")
