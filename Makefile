@@ -2,10 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build of PyTorch, installed before the package so that its `torch>=2.2`
+# PyTorch, pinned and installed before the package so that its `torch>=2.2`
 # requirement is already met (an unpinned torch can pull a multi-GB CUDA build).
+# This project's machines and CI find a local CPU wheel for the pin; from PyPI on
+# Linux x86-64 the pin is the CUDA build, so elsewhere ask PyTorch's CPU index:
+#   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # Override for a GPU machine, e.g. `make test TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
 LINT_STAMP := $(VENV)/.lint-installed
@@ -14,7 +18,7 @@ LINT_STAMP := $(VENV)/.lint-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test,dask,mnist]"
 	touch $(STAMP)
 

@@ -89,8 +89,7 @@ def compile_kernel():
             if values[i] <= vmin + tie_rtol * abs(vmin):
                 best = max(best, scale * unit[i])
         ref = S_prev if S_prev > 0 else ridge_ref
-        lo = max(ref * (1.0 - max_change), scale * unit[0])
-        ridge = min(max(best, lo), ref * (1.0 + max_change))
+        ridge = max(min(max(best, ref * (1.0 - max_change)), ref * (1.0 + max_change)), scale * unit[0])
         step = evecs @ ((Q - (ridge - S_prev) * P) / (d + ridge).reshape(-1, 1))
         return W + step, ridge, gram
 

@@ -29,6 +29,7 @@ from ._validation import (
     check_validation_set,
     frozen_params,
     holdout,
+    input_names_kept_on_error,
     weighted_rows,
 )
 
@@ -149,7 +150,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``shuffle`` and the stopping parameters; changing a parameter that
         defines the fitted model (``feature_extractor``, ``head``,
         ``optimizer``, ``memory_depth``, ``ridge``, ``fit_intercept``, ``dtype``,
-        ``head_dtype``) raises a ``ValueError``.
+        ``head_dtype``) raises a ``ValueError``.  With ``refit_head=True`` the
+        continued steps start from the refitted head (the next slimTik step
+        regularises towards it), so ``fit`` twice with ``max_iter=2`` differs
+        from one ``fit`` with ``max_iter=4``; with ``refit_head=False`` they
+        agree.  With early stopping each ``fit`` holds out its own random rows.
 
     Attributes
     ----------
@@ -383,23 +388,25 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     def _fit(self, X, y, incremental, sample_weight=None, X_val=None, y_val=None, sample_weight_val=None):
         fitted = hasattr(self, "feature_extractor_")
         reset = not (fitted and (incremental or self.warm_start))
-        X, y = validate_data(
-            self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
-        )
-        y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-        if y2.dtype.kind in "biu":  # booleans and integer counts, as floats
-            y2 = y2.astype(np.float64)
-        if incremental and fitted:  # scikit-learn validates partial_fit's parameters on the first call only
-            self._validate_params()
-        if not reset:
-            check_unchanged_params(self, y2)
-        dtype = resolve_dtype(self.dtype) if reset else self._dtype
-        check_training_data(X, y2, dtype, builtin=self.feature_extractor is None)
-        check_optimizer(self.optimizer)
-        n_given = X.shape[0]
-        X, y2, sw = weighted_rows(sample_weight, X, y2)
-        early = self.early_stopping and not incremental
-        val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
+        with input_names_kept_on_error(self, fitted):
+            X, y = validate_data(
+                self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
+            )
+            y2 = y.reshape(-1, 1) if y.ndim == 1 else y
+            if y2.dtype.kind in "biu":  # booleans and integer counts, as floats
+                y2 = y2.astype(np.float64)
+            if incremental and fitted:  # scikit-learn validates partial_fit's parameters on the first call only
+                self._validate_params()
+            if not reset:
+                check_unchanged_params(self, y2)
+            dtype = resolve_dtype(self.dtype) if reset else self._dtype
+            head_dtype = resolve_dtype(self.head_dtype) if reset else self._head.dtype
+            check_training_data(X, y2, dtype, head_dtype, builtin=self.feature_extractor is None)
+            check_optimizer(self.optimizer)
+            n_given = X.shape[0]
+            X, y2, sw = weighted_rows(sample_weight, X, y2)
+            early = self.early_stopping and not incremental
+            val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
         if not (reset or same_device(device := self._device_from_params(), torch.device(self.device_))):
             move_model(self, device)  # set_params(device=...) between calls: the model follows
         try:
@@ -428,15 +435,18 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             snapshot = self._snapshot()
             try:  # an epoch and its scores are one unit: all or nothing
                 loss = self._epoch(*train[:3], sw)
-                finite = math.isfinite(loss) and self._weights_finite()
+                weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
+                finite, overflow = weights_ok and state_ok, weights_ok and not state_ok
                 scores = self._validation_scores(train, *val) if early and finite else (None, None)
             except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
-                finite = False
+                finite, overflow = False, False
             except KeyboardInterrupt:
                 self._restore(snapshot)
                 if incremental:
                     raise
-                warn_interrupted(f"in epoch {self.n_iter_ + 1}; the model holds the state after epoch {self.n_iter_}")
+                warn_interrupted(f"in epoch {self.n_iter_ + 1}; the model holds " + (
+                    f"the state after epoch {self.n_iter_}" if best is None else
+                    f"its best epoch so far (best_validation_score_={self.best_validation_score_:.6g})"))
                 stopped = True
                 break
             except BaseException:
@@ -444,7 +454,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 raise
             if not finite:
                 self._restore(snapshot)
-                warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate)
+                warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate,
+                              (self._dtype, float(np.abs(y2).max())) if overflow else None)
                 stopped = True
                 break
             self._head.end_pass()  # move the epoch's ridges to the host (synced already), mark the epoch

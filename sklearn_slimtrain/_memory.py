@@ -28,21 +28,26 @@ class GramMemory:
 
     def __init__(self, depth: int, n_features: int, *, dtype: torch.dtype, device: torch.device):
         self.depth = int(depth)
-        self._buffer = torch.zeros((self.depth, n_features, n_features), dtype=dtype, device=device)
-        self._next = 0  # slot that the next push overwrites
+        # Grows to `depth` blocks as batches arrive (a large depth, e.g. "unlimited",
+        # costs only the batches seen), then is overwritten oldest first.
+        self._buffer = torch.zeros((0, n_features, n_features), dtype=dtype, device=device)
+        self._next = 0  # slot that the next push overwrites once the buffer is full
 
     def total(self) -> Tensor:
         """``M_k^T M_k``: the sum of the stored Gram matrices (zeros if empty)."""
-        if self.depth == 0:
+        if len(self._buffer) == 0:
             n = self._buffer.shape[-1]
             return torch.zeros((n, n), dtype=self._buffer.dtype, device=self._buffer.device)
         return self._buffer.sum(0)
 
     def push(self, gram: Tensor) -> None:
-        """Store ``gram`` as the newest block, dropping the oldest one."""
+        """Store ``gram`` as the newest block, dropping the oldest one when ``depth`` are stored."""
         if self.depth == 0:
             return
-        self._buffer[self._next] = gram
+        if len(self._buffer) < self.depth:  # still filling: append (a copy of r p^2, as total's sum)
+            self._buffer = torch.cat((self._buffer, gram.to(self._buffer.dtype).unsqueeze(0)))
+        else:
+            self._buffer[self._next] = gram
         self._next = (self._next + 1) % self.depth
 
     def to(self, device: torch.device) -> "GramMemory":

@@ -107,10 +107,22 @@ class _SeparableNetworkMixin:
         if optimizer_state is not None:
             self._optimizer.load_state_dict(optimizer_state)
 
-    def _weights_finite(self):
-        """All extractor weights and the head finite (one synchronisation)."""
-        checks = [torch.isfinite(p).all() for p in self.feature_extractor_.parameters()]
-        return bool(torch.stack([*checks, torch.isfinite(self._head.coef).all()]).all())
+    def _finite(self):
+        """``(weights, state)``: the extractor's weights and the head finite; the optimizer's state finite.
+
+        One synchronisation per epoch.  The state can overflow while the weights stay
+        finite: Adam's second moments grow as ``y**4`` (the gradient is ``W^T r`` with
+        ``W`` and ``r`` both of the targets' scale), so float32 state overflows for
+        ``|y|`` near 1e10, and every later update of the affected weights is zero.
+        """
+        weights = [torch.isfinite(p).all() for p in self.feature_extractor_.parameters()]
+        weights.append(torch.isfinite(self._head.coef).all())
+        per_param = self._optimizer.state.values() if self._optimizer is not None else ()
+        state = [torch.isfinite(v).all() for entry in per_param for v in entry.values()
+                 if torch.is_tensor(v) and v.is_floating_point()]
+        ones = weights[-1].new_ones(())
+        flags = torch.stack([torch.stack(weights).all(), torch.stack(state).all() if state else ones])
+        return tuple(bool(f) for f in flags.tolist())
 
     def _build_extractor(self, n_features_in):
         spec = self.feature_extractor

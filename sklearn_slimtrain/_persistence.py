@@ -125,7 +125,9 @@ def _encode_param(name, value, tensors):
     if isinstance(value, torch.device):
         return {"value": str(value), "torch": "device"}
     if name == "feature_extractor" and _builtin_config(value) is not None:
-        tensors["param_extractor"] = to_cpu(value.state_dict())
+        # A lazy opening layer (n_features_in=None) has no weights yet: they are built at fit.
+        tensors["param_extractor"] = to_cpu(
+            {k: v for k, v in value.state_dict().items() if not torch.nn.parameter.is_lazy(v)})
         return {"resnet": _builtin_config(value)}
     return None
 
@@ -167,6 +169,9 @@ def save_model(est, path) -> None:
         "class": type(est).__name__,
         "params": params,
         "params_to_pass_at_load": required,
+        # The classes among them (e.g. an optimizer), by name: load checks that the same are passed.
+        "param_classes": {name: _class_name(value) for name, value in est.get_params(deep=False).items()
+                          if name in required and isinstance(value, type)},
         "extractor": _builtin_config(est.feature_extractor_),
         "head": head_scalars,
         "fitted": fitted,
@@ -176,6 +181,10 @@ def save_model(est, path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("model.json", json.dumps(meta, indent=1))
         archive.writestr("tensors.pt", buffer.getvalue())
+
+
+def _class_name(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _read(path):
@@ -211,11 +220,21 @@ def load_model(cls, path, **params):
             "neither). Pass them to load, e.g. "
             f"{cls.__name__}.load(path, {missing[0]}=...); a module with the same architecture as when it was saved."
         )
+    for name, saved_class in meta.get("param_classes", {}).items():
+        given = params[name]
+        if not (isinstance(given, type) and _class_name(given) == saved_class):
+            raise ValueError(
+                f"{path!s} was saved with {name}={saved_class}, and its state belongs to that class; "
+                f"got {name}={given!r}. Pass the same class to load."
+            )
     values = {}
     for name, encoded in meta["params"].items():
         if "resnet" in encoded:
             module = ResNetFeatures(**encoded["resnet"])
-            module.load_state_dict(tensors["param_extractor"])
+            lazy = {k for k, v in module.state_dict().items() if torch.nn.parameter.is_lazy(v)}
+            keys = module.load_state_dict(tensors["param_extractor"], strict=not lazy)
+            if lazy and (set(keys.missing_keys) != lazy or keys.unexpected_keys):
+                raise ValueError(f"{path!s}: the stored feature_extractor parameter does not match its configuration.")
             values[name] = module
         else:
             values[name] = _decode_param(encoded)

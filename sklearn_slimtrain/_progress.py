@@ -104,12 +104,24 @@ def warn_interrupted(where: str) -> None:
     warnings.warn(f"Training interrupted (KeyboardInterrupt) {where}.", UserWarning, stacklevel=6)  # < _train < _fit < fit < _fit_context < caller
 
 
-def warn_diverged(epoch: int, restored_best: bool, learning_rate: float) -> None:
-    """The warning of an epoch whose loss or weights are not finite (the model is restored)."""
+def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, overflow=None) -> None:
+    """The warning of an epoch whose loss, weights or optimizer state are not finite (the model is restored).
+
+    ``overflow`` is ``(dtype, max |y|)`` when only the optimizer's state overflowed.
+    """
+    restored = (f"The model was restored to its {'best state' if restored_best else 'state before that epoch'} "
+                "and training stopped.")
+    if overflow is None:
+        message = (f"Training diverged in epoch {epoch}: the training loss or the weights are not finite. "
+                   f"{restored} Lower learning_rate (now {learning_rate}) or scale the inputs.")
+    else:
+        dtype, peak = overflow
+        message = (f"The optimizer's state overflowed {str(dtype).replace('torch.', '')} in epoch {epoch}: its "
+                   f"second moments grow as y**4, and |y| is up to {peak:.3g}. {restored} Scale the targets, e.g. "
+                   "TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler()), or use "
+                   "dtype='float64'.")
     warnings.warn(
-        f"Training diverged in epoch {epoch}: the training loss or the weights are not finite. The model was "
-        f"restored to its {'best state' if restored_best else 'state before that epoch'} and training stopped. "
-        f"Lower learning_rate (now {learning_rate}) or scale the inputs.",
+        message,
         ConvergenceWarning,
         stacklevel=6,  # warn_diverged < _train < _fit < fit < _fit_context < caller
     )

@@ -43,7 +43,9 @@ number of targets and of the batch size.
 
 For ``t`` targets the vectorised system ``(Z^T (x) I_t) vec(W) = vec(C)`` has
 ``b t`` rows and its influence matrix has trace ``t tr(A T(S) A^T)`` with
-``tr(A T(S) A^T) = sum_j D_j H_jj``.  The sGCV function (3.4) is therefore
+``tr(A T(S) A^T) = sum_j D_j H_jj``.  The sGCV function (3.4), counting the
+vectorised system's ``b t`` rows (the paper writes ``|T_k| = b``, the same for one
+target; the published MATLAB code counts ``b t``), is therefore
 
 .. math::
 

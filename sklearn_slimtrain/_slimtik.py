@@ -74,8 +74,10 @@ __all__ = [
 ]
 
 # Global sGCV grid, in decades relative to the mean eigenvalue of G.  The lower
-# end keeps cond(G + S I) <= 1e12 * p, which leaves float64 (eps 2.2e-16) about
-# four correct digits in the solve; the upper end (1e6) is far beyond the point
+# end keeps cond(G + S I) <= 1e12 * p (relative error of the solve up to about
+# eps * cond = 2.2e-4 * p in float64, so at least 4 - log10(p) correct digits even
+# at the floor; sGCV's choices lie far above it in practice), and it is applied
+# after the step bound, so it always holds; the upper end (1e6) is far beyond the point
 # where the head stops moving (S >> ||G||), so the grid brackets every useful
 # ridge.  64 points: 0.29 decades apart, a factor 1.9 between neighbours.
 GRID_LOG10_LO = -12.0
@@ -202,8 +204,8 @@ def choose_ridge(values_at, G: Array, ridge_prev: Array, ridge_ref: Array, *, ma
 
     ``values_at(candidates)`` returns the sGCV values at the candidate
     cumulative ridges.  ``rule="global"``: the minimiser on the global grid of
-    ``G``, clipped to ``[(1 - max_change) S_ref, (1 + max_change) S_ref]`` (and to
-    the grid's floor) with ``S_ref`` the previous ridge (``ridge_ref`` before the
+    ``G``, clipped to ``[(1 - max_change) S_ref, (1 + max_change) S_ref]`` and then
+    raised to the grid's floor if below it, with ``S_ref`` the previous ridge (``ridge_ref`` before the
     first step); ``rule="matlab"``: the minimiser on the published window around
     ``S_ref``.  Stays on the device.
     """
@@ -215,8 +217,10 @@ def choose_ridge(values_at, G: Array, ridge_prev: Array, ridge_ref: Array, *, ma
     else:
         cands = global_candidates(G)
         best = select_ridge(values_at(cands), cands)
-        lo = xp.maximum(ref * (1.0 - max_change), cands[0])
-        chosen = xp.minimum(xp.maximum(best, lo), ref * (1.0 + max_change))
+        # The grid's floor is applied last, so it holds even where the step bound would
+        # keep S below it (a ridge_init far below the floor's 1e-12 tr(G)/p).
+        bounded = xp.minimum(xp.maximum(best, ref * (1.0 - max_change)), ref * (1.0 + max_change))
+        chosen = xp.maximum(bounded, cands[0])
     # A batch that carries no information (G = 0: dead features and no intercept) has a
     # flat sGCV curve; any change of S would only rescale the head by S_{k-1} / S_k
     # (Q = 0), so S stays (Lambda = 0: the head is unchanged).
@@ -310,8 +314,8 @@ def slimtik_update(
         ``ridge_init`` times the batch fraction.
     max_change : float
         Largest ``|Lambda_k| / S_{k-1}``: the sGCV choice is clipped to
-        ``[(1 - max_change) S_{k-1}, (1 + max_change) S_{k-1}]`` (and to the
-        grid's floor); ``inf`` jumps to the sGCV minimiser.
+        ``[(1 - max_change) S_{k-1}, (1 + max_change) S_{k-1}]``, then raised to
+        the grid's floor if below it; ``inf`` jumps to the sGCV minimiser.
     weight : float, default=1.0
         ``b / n_batch``: the fraction of a full batch in this block.
     rule : {"global", "matlab"}, default="global"

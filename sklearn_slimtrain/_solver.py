@@ -303,8 +303,10 @@ class SlimTikHead:
         """The Tikhonov head on all rows (the estimator's final solve); ``W`` is unchanged.
 
         ``chunks`` yields ``(features, targets, weights)`` blocks in the head's
-        dtype (``weights`` None or per sample); only ``A^T A``, ``A^T B`` and
-        ``||B||^2`` are accumulated (``q x q`` memory).  ``ridge`` is a fixed
+        dtype (``weights`` None or per sample); only ``A^T A``, ``A^T R`` and
+        ``||R||^2`` for the residual ``R = B - A W_k`` of the current head, and
+        ``||B||^2`` (for the zero head as reference when ``W_k`` fits worse), are
+        accumulated (``q x q`` memory).  ``ridge`` is a fixed
         ``lam`` or None for GCV; ``mass`` is the sum of the weights (None: the
         number of samples), the ``N`` of ``(1/N) sum_i w_i ...``.  GCV counts
         rows.  Returns ``(coef, ridge)``, or None when the solve is not finite.
@@ -356,6 +358,7 @@ class SlimTikHead:
             "rule": self.rule,
             "n_seen": self.n_seen,
             "memory_next": self.memory._next,
+            "memory_depth": self.memory.depth,
             "pass_ends": None if self._ends is None else [int(e) for e in self._ends],
         }
         return tensors, scalars
@@ -369,7 +372,7 @@ class SlimTikHead:
                              f"needs {tuple(layout.shape)}.")
         head = cls(
             layout.to(device),
-            memory_depth=tensors["memory"].shape[0],
+            memory_depth=scalars.get("memory_depth", tensors["memory"].shape[0]),  # older files: a full buffer
             batch_size=scalars["batch_size"],
             ridge=scalars["fixed"],
             ridge_init=1.0,

@@ -3,6 +3,7 @@
 import inspect
 import math
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = [
     "check_validation_set",
     "frozen_params",
     "holdout",
+    "input_names_kept_on_error",
     "weighted_rows",
 ]
 
@@ -75,34 +77,52 @@ def _peak(values: np.ndarray) -> float:
     return float(max(values.max(), -values.min()))
 
 
-def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool) -> None:
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
+
+
+def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool,
+                    parameter: str = "dtype") -> None:
     """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would).
 
-    X only has to fit the extractor's dtype.  y enters the training loss squared
-    and summed over a batch, in the extractor's dtype: ``|y|`` above
-    ``sqrt(max) * 1e-3`` (1.8e16 in float32) would overflow it; the factor 1e-3
-    leaves room for batch sums of up to 1e6 squared residuals.
+    X only has to fit the extractor's dtype.  y enters the training loss and the
+    head's normal equations squared and summed over a batch: ``|y|`` above
+    ``sqrt(max) * 1e-3`` (1.8e16 in float32) would overflow them; the factor 1e-3
+    leaves room for batch sums of up to 1e6 squared residuals.  ``parameter`` names
+    the parameter that set ``dtype`` in the message.
     """
     if values.size == 0:
         return
     peak = _peak(values)
-    big = float(torch.finfo(dtype).max)
-    limit = math.sqrt(big) * 1e-3 if squared else big
+    limit = math.sqrt(float(torch.finfo(dtype).max)) * 1e-3 if squared else float(torch.finfo(dtype).max)
     if peak > limit:
-        name_of = {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
-        hint = (
-            "Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler())"
-            if squared
-            else "Scale the inputs, e.g. make_pipeline(StandardScaler(), SlimTrainRegressor())"
-        )
         raise ValueError(
-            f"{name} has values of magnitude up to {peak:.3g}, too large for dtype={name_of!r} "
-            f"(limit {limit:.3g}). {hint}, or use dtype='float64'."
+            f"{name} has values of magnitude up to {peak:.3g}, too large for {parameter}={_dtype_name(dtype)!r} "
+            f"(limit {limit:.3g}). {_SCALE_Y if squared else _SCALE_X}, or use {parameter}='float64'."
         )
 
 
-def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, *, builtin: bool) -> None:
-    """What ``validate_data`` lets through: non-numeric y, overflowing values, badly scaled X."""
+_SCALE_Y = "Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler())"
+_SCALE_X = "Scale the inputs, e.g. make_pipeline(StandardScaler(), SlimTrainRegressor())"
+
+
+def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_dtype: torch.dtype, *,
+                        builtin: bool) -> None:
+    """What ``validate_data`` lets through: non-numeric y, overflowing values, badly scaled X.
+
+    Large y is checked against the narrower of the extractor's and the head's dtypes
+    (the head solves in ``head_dtype``; the loss reaches the extractor in ``dtype``).
+    Non-zero y all below ``sqrt(tiny) * 1e3`` of the head's dtype (1.1e-16 in
+    float32, 1.5e-151 in float64) is refused: its squares lie within a factor 1e6 of
+    the smallest normal number, so the head's sums lose their digits to underflow and
+    the fit would predict zeros.  (Targets far below 1 also slow the extractor's
+    training, as for any network trained by Adam, whose ``eps`` then dominates its
+    step; the user guide's scale convention says so.)
+    """
     if y2.dtype.kind not in "biuf":
         raise ValueError(f"y must hold numbers (regression targets); got an array of dtype {y2.dtype}.")
     if not np.isfinite(y2).all():  # None in an object y becomes NaN after validate_data's own check
@@ -110,7 +130,30 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, *, bu
     check_magnitude(X, "X", dtype, squared=False)
     if builtin:
         check_input_scale(X)
-    check_magnitude(y2, "y", dtype, squared=True)
+    narrow, parameter = min((dtype, "dtype"), (head_dtype, "head_dtype"), key=lambda d: torch.finfo(d[0]).max)
+    check_magnitude(y2, "y", narrow, squared=True, parameter=parameter)
+    floor = math.sqrt(float(torch.finfo(head_dtype).tiny)) * 1e3
+    if y2.size and 0 < (peak := _peak(y2)) < floor:
+        raise ValueError(
+            f"y has values of magnitude at most {peak:.3g}, too small for head_dtype={_dtype_name(head_dtype)!r} "
+            f"(smallest peak {floor:.3g}). {_SCALE_Y}, or use head_dtype='float64'."
+        )
+
+
+@contextmanager
+def input_names_kept_on_error(est, fitted: bool):
+    """Bad input leaves a fitted model whole: ``validate_data(reset=True)`` has already
+    replaced ``n_features_in_`` and ``feature_names_in_`` when a later check fails."""
+    names = ("n_features_in_", "feature_names_in_")
+    kept = {k: v for k, v in vars(est).items() if k in names}
+    try:
+        yield
+    except BaseException:
+        if fitted:
+            for name in names:
+                vars(est).pop(name, None)
+            vars(est).update(kept)
+        raise
 
 
 def check_predictions(out: np.ndarray) -> None:

@@ -9,6 +9,7 @@ returns the matplotlib ``Axes``.
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -134,6 +135,11 @@ def plot_ridge_path(
     """
     reg = _regressor(estimator)
     path = reg.ridge_path_
+    if steps_per_epoch is not None and not (
+            isinstance(steps_per_epoch, Integral) and not isinstance(steps_per_epoch, bool)
+            and 1 <= steps_per_epoch <= len(path)):
+        raise ValueError(f"steps_per_epoch must be an int in [1, {len(path)}] (the length of ridge_path_) "
+                         f"or None; got {steps_per_epoch!r}.")
     ax = _axes(ax)
     lengths = reg._head.pass_lengths()  # steps of each epoch / call, when recorded
     if lengths is not None:

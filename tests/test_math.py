@@ -210,6 +210,20 @@ def test_gram_memory_keeps_the_last_r_blocks():
     assert torch.equal(empty.total(), torch.zeros(3, 3, dtype=D64))
 
 
+def test_gram_memory_grows_with_the_batches_seen():
+    # a depth meant as "unlimited" costs the blocks stored, not the depth
+    mem = GramMemory(10**9, 3, dtype=D64, device=torch.device("cpu"))
+    for k in range(1, 6):
+        mem.push(k * torch.eye(3, dtype=D64))
+    assert mem._buffer.shape == (5, 3, 3)
+    assert torch.equal(mem.total(), 15.0 * torch.eye(3, dtype=D64))
+    ring = GramMemory(3, 1, dtype=D64, device=torch.device("cpu"))
+    for k in range(1, 8):  # keeps 5, 6, 7
+        ring.push(torch.tensor([[float(k)]], dtype=D64))
+        assert ring._buffer.shape[0] == min(k, 3)
+    assert float(ring.total()) == 18.0
+
+
 # --------------------------------------------------------------- property tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -431,3 +445,36 @@ def test_matlab_rule_breaks_ties_towards_the_smaller_ridge():
     assert select_ridge(values, cands, smallest=True) == 0.005
     assert select_ridge(values, cands) == 0.015
     assert select_ridge(np.array([2.0, 1.0, 1.0 + 1e-12]), cands, smallest=True) == 0.01
+
+
+@pytest.mark.parametrize("path", ["eigh", "tridiagonal"])
+def test_grid_floor_holds_below_the_step_bound(path):
+    # A reference ridge far below the grid's floor (1e-12 tr(G)/p): the step bound alone
+    # would keep S near 1.5 * 1e-21 (cond(G + S I) ~ 1e17); the floor is applied last.
+    rng = np.random.default_rng(3)
+    A, B, W, _ = _problem(rng, 4, 17, 1, 0)
+    gram = A.T @ A
+    tiny = np.asarray(1.2e-21)
+    if path == "eigh":
+        At, Bt, Wt = (torch.tensor(v, dtype=D64) for v in (A, B, W))
+        res = slimtik_step(At, Bt, Wt, torch.tensor(0.0, dtype=D64), None, ridge_fixed=None,
+                           ridge_ref=torch.tensor(tiny, dtype=D64), max_change=0.5)
+    else:
+        res = slimtik_update_tridiagonal(*_tridiagonal_args(A, B, W), np.asarray(0.0), ridge_fixed=None,
+                                         ridge_ref=tiny, max_change=0.5)
+    floor = float(global_candidates(gram)[0])
+    assert float(res.ridge) == pytest.approx(floor, rel=1e-12)
+    S = float(res.ridge)
+    assert np.linalg.cond(gram + S * np.eye(17)) <= 1e12 * 17 * 1.01
+
+
+def test_tiny_ridge_init_does_not_diverge():
+    from sklearn_slimtrain import SlimTrainRegressor
+    from sklearn_slimtrain.datasets import make_peaks
+
+    X, y = make_peaks(200, random_state=0)
+    model = SlimTrainRegressor(batch_size=4, ridge_init=1e-20, max_iter=2, random_state=0)
+    with pytest.warns(Warning) as record:
+        model.fit(X, y)
+    assert not [w for w in record if "diverged" in str(w.message)]
+    assert model.n_iter_ == 2 and np.isfinite(model.coef_).all()

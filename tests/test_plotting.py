@@ -68,6 +68,9 @@ def test_ridge_path_of_unequal_calls_is_drawn_as_a_line(peaks_data):
     assert not ax.images
     np.testing.assert_array_equal(ax.lines[0].get_data()[1], model.ridge_path_)
     assert plot_ridge_path(model, steps_per_epoch=3).images[0].get_array().shape == (3, 3)  # on request
+    for bad in (0, -1, 10, 2.5, True):
+        with pytest.raises(ValueError, match=rf"steps_per_epoch must be an int in \[1, 9\].*got {bad!r}"):
+            plot_ridge_path(model, steps_per_epoch=bad)
     # an early-stopped fit's path ends at its best epoch: one column per epoch up to there
     stopped = SlimTrainRegressor(early_stopping=True, n_iter_no_change=2, max_iter=30, random_state=0).fit(X, y)
     best = int(np.argmax(stopped.validation_scores_)) + 1

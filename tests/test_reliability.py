@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import r2_score
 
-from sklearn_slimtrain import SlimTrainRegressor
+from sklearn_slimtrain import ResNetFeatures, SlimTrainRegressor
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -93,6 +94,11 @@ BATTERY = [
     ("huge-y", "y of 1e30 (float32 network)", lambda: _fit(y=Y0 * 1e30), (ValueError, "y has values of magnitude")),
     ("huge-y-float64", "y of 1e30, dtype='float64'", lambda: _fit(y=Y0 * 1e30, dtype="float64"), "finite"),
     ("tiny-y", "y of 1e-30", lambda: _fit(y=Y0 * 1e-30), "finite"),
+    ("tiny-y-float32-head", "y of 1e-30, head_dtype='float32'", lambda: _fit(y=Y0 * 1e-30, head_dtype="float32"),
+     (ValueError, "y has values of magnitude at most .* too small for head_dtype='float32'")),
+    ("huge-y-float32-head", "y of 1e20, dtype='float64', head_dtype='float32'",
+     lambda: _fit(y=Y0 * 1e20, dtype="float64", head_dtype="float32"),
+     (ValueError, "y has values of magnitude up to .* too large for head_dtype='float32'")),
     ("over-X", "X of 1e39 (beyond float32)", lambda: _fit(X0 * 1e39), (ValueError, "X has values of magnitude")),
     ("memory_depth=-1", "memory_depth=-1", lambda: _fit(memory_depth=-1), (ValueError, "'memory_depth' .* Got -1")),
     ("batch_size=0", "batch_size=0", lambda: _fit(batch_size=0), (ValueError, "'batch_size' .* Got 0")),
@@ -334,6 +340,63 @@ def test_exploding_extractor_restores_and_warns_with_a_remedy():
     assert np.isfinite(model.coef_).all() and np.isfinite(model.ridge_path_).all()
 
 
+def test_optimizer_state_overflow_is_divergence_naming_the_targets():
+    # Adam's second moments grow as y**4: float32 state overflows near |y| = 1e10 while the
+    # weights stay finite, and every later update of those weights would be zero.
+    model = SlimTrainRegressor(batch_size=20, max_iter=3, learning_rate=1e-2, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"optimizer's state overflowed float32 in epoch 1: .*y\*\*4, and "
+                      r"\|y\| is up to 4.*e\+12.*Scale the targets"):
+        model.fit(X0, Y0 * 1e12)
+    assert model.n_iter_ == 0
+    assert all(torch.isfinite(v).all() for s in model._optimizer.state.values() for v in s.values())
+    assert np.isfinite(model.predict(X0)).all()
+    with warnings.catch_warnings():  # the same targets in float64: no overflow, the same fit as at scale 1
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        big = SlimTrainRegressor(batch_size=20, max_iter=3, learning_rate=1e-2, random_state=0, dtype="float64")
+        one = clone(big).fit(X0, Y0)
+        big.fit(X0, Y0 * 1e12)
+    assert big.n_iter_ == 3
+    np.testing.assert_allclose(big.predict(X0) / 1e12, one.predict(X0), atol=1e-3)  # Adam's eps: not exact
+
+
+def test_failed_fit_leaves_a_fitted_model_whole():
+    df = pd.DataFrame(X0, columns=["a", "b"])
+    model = _fit(df)
+    expected = model.predict(df)
+    with pytest.raises(ValueError, match="Negative values"):
+        model.fit(np.c_[X0, X0[:, 0]], Y0, sample_weight=-np.ones(60))
+    assert model.n_features_in_ == 2 and list(model.feature_names_in_) == ["a", "b"]
+    np.testing.assert_array_equal(model.predict(df), expected)
+    model = _fit()
+    with pytest.raises(ValueError, match="y must hold numbers"):
+        model.fit(df.assign(c=1.0), np.array(["a"] * 60))
+    assert model.n_features_in_ == 2 and not hasattr(model, "feature_names_in_")
+    model.predict(X0)
+
+
+def test_keyboard_interrupt_with_early_stopping_keeps_and_names_the_best_epoch(monkeypatch):
+    params = dict(batch_size=10, max_iter=6, random_state=0, early_stopping=True, n_iter_no_change=100,
+                  learning_rate=3e-2)
+    epoch, calls = SlimTrainRegressor._epoch, []
+
+    def interrupted_epoch(self, *args):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return epoch(self, *args)
+
+    monkeypatch.setattr(SlimTrainRegressor, "_epoch", interrupted_epoch)
+    with pytest.warns(UserWarning, match=r"in epoch 6; the model holds its best epoch so far \(best_validation"):
+        model = SlimTrainRegressor(**params).fit(X0, Y0)
+    monkeypatch.undo()
+    best = int(np.argmax(model.validation_scores_)) + 1
+    assert model.n_iter_ == 5 and model.best_validation_score_ == max(model.validation_scores_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference = SlimTrainRegressor(**{**params, "max_iter": best}).fit(X0, Y0)
+    np.testing.assert_array_equal(model.predict(X0), reference.predict(X0))
+
+
 @pytest.mark.parametrize("lr", [10.0, 100.0])
 def test_absurd_learning_rate_never_gives_nan(lr):
     with warnings.catch_warnings():
@@ -422,6 +485,31 @@ def test_load_needs_the_custom_module_and_checks_it(tmp_path):
     same = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh())
     loaded = SlimTrainRegressor.load(path, feature_extractor=same)
     np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+
+
+def test_load_checks_the_optimizer_class(tmp_path):
+    model = _fit(optimizer=torch.optim.AdamW)
+    path = tmp_path / "m.slim"
+    model.save(path)
+    with pytest.raises(ValueError, match=r"saved with optimizer=torch.optim.adamw.AdamW.*got optimizer=<class "
+                       r"'torch.optim.sgd.SGD'>. Pass the same class"):
+        SlimTrainRegressor.load(path, optimizer=torch.optim.SGD)
+    loaded = SlimTrainRegressor.load(path, optimizer=torch.optim.AdamW)
+    model.partial_fit(X0, Y0)
+    loaded.partial_fit(X0, Y0)
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+
+
+def test_save_with_a_lazy_builtin_extractor_parameter(tmp_path):
+    # ResNetFeatures() without n_features_in builds its opening layer at fit: the
+    # parameter (not the fitted copy) has no weights there to store.
+    model = _fit(feature_extractor=ResNetFeatures(width=4))
+    path = tmp_path / "m.slim"
+    model.save(path)
+    loaded = SlimTrainRegressor.load(path)
+    np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+    assert torch.nn.parameter.is_lazy(loaded.feature_extractor.opening.weight)
+    np.testing.assert_array_equal(clone(loaded).fit(X0, Y0).predict(X0), clone(model).fit(X0, Y0).predict(X0))
 
 
 class _Payload:
@@ -571,7 +659,7 @@ def test_keyboard_interrupt_while_scoring_keeps_the_last_complete_epoch(monkeypa
         return real(self, *args)
 
     monkeypatch.setattr(SlimTrainRegressor, "_validation_scores", scoring)
-    with pytest.warns(UserWarning, match="in epoch 3; the model holds the state after epoch 2"):
+    with pytest.warns(UserWarning, match="in epoch 3; the model holds its best epoch so far"):
         model = SlimTrainRegressor(**params).fit(X0, Y0)
     assert model.n_iter_ == 2 and len(model.loss_curve_) == len(model.validation_scores_) == 2
     np.testing.assert_array_equal(model.validation_scores_, reference.validation_scores_)
