@@ -34,6 +34,17 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines)
 
 
+def batch_bounds(n, batch_size):
+    """``(start, stop)`` of each batch of an epoch over ``n`` rows, as ``SlimTrainRegressor`` splits them.
+
+    ``max(n // batch_size, 1)`` batches of ``batch_size`` rows, the remainder rows merged
+    into the last one (which has ``batch_size`` to ``2 * batch_size - 1`` rows; all ``n``
+    rows when ``n < batch_size``): the same steps per epoch as the estimator's ``_epoch``.
+    """
+    stops = [batch_size * (i + 1) for i in range(max(n // batch_size, 1) - 1)] + [n]
+    return list(zip([0, *stops[:-1]], stops))
+
+
 def fit_adam(X, y, *, extractor, lr=1e-3, batch_size=32, epochs=20, weight_decay=0.0, seed=0, callback=None,
              device="cpu"):
     """Train ``extractor`` plus a trainable linear layer jointly with Adam (the baseline).
@@ -115,7 +126,9 @@ def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, 
 
     with ``w_head`` all parameters of ``head`` (bias included) and ``theta`` all parameters
     of ``extractor``.  Adam on all parameters; one numpy RNG (``seed``) shuffles the rows
-    every epoch, and the last batch of an epoch holds the remainder rows.
+    every epoch, and the epoch is split into batches as ``SlimTrainRegressor`` splits it
+    (:func:`batch_bounds`: the remainder rows join the last batch, so both methods make
+    ``max(n // batch_size, 1)`` steps per epoch).
 
     ``extractor`` and ``head`` are used as given (moved to ``device``) and trained in place:
     their initial weights are the caller's, so call ``torch.manual_seed`` before building
@@ -154,8 +167,8 @@ def fit_adam_layer(X, y, *, extractor, head, lr=1e-3, batch_size=32, epochs=20, 
     net.train()
     for epoch in range(epochs):
         order = torch.as_tensor(rng.permutation(len(Xt)), device=device)
-        for start in range(0, len(Xt), batch_size):
-            rows = order[start : start + batch_size]
+        for start, stop in batch_bounds(len(Xt), batch_size):
+            rows = order[start:stop]
             resid = net(Xt[rows]) - Yt[rows]
             loss = 0.5 * (resid * resid).sum() / len(rows)
             if ridge:

@@ -6,12 +6,26 @@ are generated chunk by chunk (``make_peaks`` with a new seed per chunk) and neve
 held all at once.  The claim: peak RSS is flat in the number of rows streamed
 (within +50 MB of the 10^4-row run) and time is linear in rows.
 
+Time: every ``partial_fit`` call (one chunk) is timed on its own, by the wall clock and
+by the process's CPU time (``time.process_time``: the work done, which other processes
+on a shared machine slow down far less than the wall clock; one torch thread, so CPU
+time is not inflated by parallel threads).  Per size the table gives the total wall
+time of the loop (chunk generation included) and the medians over its chunks of the
+``partial_fit`` time per row; the ratios compare those medians with the reference
+size's, the first size with at least 10 chunks (10^5 rows by default; the 10^4-row size
+is a single chunk, too noisy to be a reference).  For the largest size it also compares
+the median chunk time of its last 10 chunks with its first 10's (does a chunk get slower
+as rows accumulate, in one process).
+
 ``predict`` takes an array (the scikit-learn API), so its input and output must
 fit in memory; what must not grow is everything else: the forward pass runs in
-chunks of 8,192 rows.  The predict table reports the peak RSS above the size of X
-and of the predictions.
+chunks of 8,192 rows.  The predict table's last column is the growth of the process's
+peak RSS (``ru_maxrss``) during ``predict``: the peak after the call minus the peak
+before it, with X already allocated; so it includes the predictions' own memory (and
+the peak before includes the warm-up fit, so a smaller allocation may not show).
+Every subprocess uses one torch thread.
 
-    python benchmarks/streaming.py              # 1e4, 1e5, 1e6 rows (a few minutes)
+    python benchmarks/streaming.py              # 1e4, 1e5, 1e6 rows (3-5 min on a 2-core machine)
     python benchmarks/streaming.py --quick      # smoke run
 """
 
@@ -46,12 +60,17 @@ def child(args):
     model.partial_fit(X, y)  # warm-up chunk: imports, allocations, first optimizer state
     base = _rss_mb()
     if args.what == "fit":
+        chunk_seconds, chunk_cpu = [], []
         start = time.perf_counter()
         for i in range(args.rows // args.chunk):
             X, y = make_peaks(args.chunk, random_state=i)
+            tic, cpu = time.perf_counter(), time.process_time()
             model.partial_fit(X, y)
+            chunk_seconds.append(time.perf_counter() - tic)
+            chunk_cpu.append(time.process_time() - cpu)
         seconds = time.perf_counter() - start
-        out = {"rows": model.t_ - args.chunk, "seconds": seconds}
+        out = {"rows": model.t_ - args.chunk, "seconds": seconds, "chunk_seconds": chunk_seconds,
+               "chunk_cpu": chunk_cpu}
     else:
         X = np.empty((args.rows, 2))
         for start in range(0, args.rows, args.chunk):
@@ -90,21 +109,39 @@ def main(argv=None):
     if args.quick:
         args.sizes, args.chunk = [500, 1000], 500
 
+    import statistics
+
+    import torch
     from _common import machine, markdown_table
 
-    print(f"# Streaming benchmark ({machine()}, 1 torch thread per run)\n")
+    torch.set_num_threads(1)  # as every subprocess (the parent runs no torch work): machine() reports it
+    print(f"# Streaming benchmark ({machine()})\n")
     print(f"SlimTrainRegressor(memory_depth={args.memory}, batch_size={args.batch_size}), "
           f"partial_fit on chunks of {args.chunk} rows of make_peaks.\n")
     fits = [run("fit", n, args) for n in args.sizes]
     ref = fits[0]
+    for r in fits:  # medians over the chunks of partial_fit's time per row, in microseconds
+        r["wall_us"] = 1e6 * statistics.median(r["chunk_seconds"]) / args.chunk
+        r["cpu_us"] = 1e6 * statistics.median(r["chunk_cpu"]) / args.chunk
+    chunks = [len(r["chunk_seconds"]) for r in fits]
+    timing_ref = next((r for r, c in zip(fits, chunks) if c >= 10), fits[chunks.index(max(chunks))])
     rows = []
     for r in fits:
-        rows.append([r["rows"], r["seconds"], 1e6 * r["seconds"] / r["rows"],
-                     (r["seconds"] / r["rows"]) / (ref["seconds"] / ref["rows"]),
-                     r["peak_mb"], r["peak_mb"] - ref["peak_mb"]])
+        c = r["chunk_cpu"]
+        rows.append([r["rows"], len(c), r["seconds"], r["wall_us"], r["wall_us"] / timing_ref["wall_us"],
+                     r["cpu_us"], f"{1e6 * min(c) / args.chunk:.4g}-{1e6 * max(c) / args.chunk:.4g}",
+                     r["cpu_us"] / timing_ref["cpu_us"], r["peak_mb"], r["peak_mb"] - ref["peak_mb"]])
     print("## partial_fit\n")
-    print(markdown_table(["rows streamed", "seconds", "us per row", "time per row / first", "peak RSS (MB)",
+    print(f"Per-row times are medians over the chunks (one partial_fit call each); ratios against the "
+          f"{timing_ref['rows']}-row size's medians.\n")
+    print(markdown_table(["rows streamed", "chunks", "wall seconds (loop)", "wall us per row", "wall ratio",
+                          "CPU us per row", "CPU us per row, chunk range", "CPU ratio", "peak RSS (MB)",
                           "peak RSS - first (MB)"], rows))
+    if len(fits[-1]["chunk_cpu"]) >= 20:
+        drift = [statistics.median(c[-10:]) / statistics.median(c[:10])
+                 for c in (fits[-1]["chunk_seconds"], fits[-1]["chunk_cpu"])]
+        print(f"\nWithin the {fits[-1]['rows']}-row run, median time of its last 10 chunks / its first 10: "
+              f"wall {drift[0]:.3f}, CPU {drift[1]:.3f}.")
     worst = max(r["peak_mb"] - ref["peak_mb"] for r in fits)
     print(f"\nPeak RSS grows by at most {worst:.1f} MB from {ref['rows']} to {fits[-1]['rows']} rows "
           f"(goal: within +50 MB).")
@@ -112,7 +149,7 @@ def main(argv=None):
     rows = [[r["rows"], r["seconds"], r["x_mb"], r["pred_mb"], r["peak_mb"] - r["before_mb"]] for r in preds]
     print("\n## predict\n")
     print(markdown_table(["rows", "seconds", "X (MB, allocated before)", "predictions (MB)",
-                          "peak RSS growth during predict (MB)"], rows))
+                          "peak RSS growth during predict (MB, predictions included)"], rows))
 
 
 if __name__ == "__main__":

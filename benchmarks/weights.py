@@ -1,7 +1,14 @@
-"""Sample weights: what they cost per epoch, and what they do to a fit with unequal noise.
+"""Sample weights: what they cost in a fit, and what they do to a fit with unequal noise.
 
 1. Cost.  ``fit(X, y)`` against ``fit(X, y, sample_weight=ones)`` (the weighted code
-   path, same model) on peaks, timed alternately in one run; median of the ratios.
+   path, same model) on peaks, timed in pairs in one run, the order alternating
+   within the pairs (unweighted first in even pairs, weighted first in odd ones);
+   median of the ratios, by the wall clock and by the process's CPU time
+   (``time.process_time``, which other processes on a shared machine disturb far
+   less; one torch thread).  Two timings of whole fits (initialisation included):
+   the default model (``refit_head=True``: the epochs plus the final head solve on
+   all rows, what a user pays) and the epochs alone (``refit_head=False``: the
+   final solve excluded).
 2. Quality.  Peaks observed with two noise levels: standard deviation 0.05 where
    ``x_1 <= 0`` and 1.5 where ``x_1 > 0`` (two instruments, or two simulators of
    different fidelity).  Each model is fitted without weights and with the
@@ -9,9 +16,9 @@
    against the noiseless function on held-out points: everywhere, on the precise
    half and on the noisy half.  SlimTrainRegressor (default; learning rate 1e-2;
    more rows per head solve through memory or larger batches) beside MLPRegressor
-   (default, 4x the epochs), three seeds.
+   (defaults except ``max_iter``: 4x slimTrain's epochs, 160), three seeds.
 
-    python benchmarks/weights.py            # about 3 minutes
+    python benchmarks/weights.py            # about 7 min on a busy 2-core machine
     python benchmarks/weights.py --quick    # smoke run
 """
 
@@ -35,21 +42,27 @@ from sklearn_slimtrain import SlimTrainRegressor
 from sklearn_slimtrain.datasets import make_peaks
 
 
-def cost(n, epochs, repeats):
-    """Median (and range) of the epoch-time ratio weighted / unweighted, timed alternately."""
+def cost(n, epochs, repeats, refit_head):
+    """Median (and range) of the fit-time ratios weighted / unweighted over ``repeats`` pairs, wall and CPU.
+
+    The order alternates within the pairs: unweighted first in even pairs, weighted
+    first in odd ones, so a drift of the machine's speed does not favour one side.
+    """
     X, y = make_peaks(n, random_state=0)
     ones = np.ones(n)
-    SlimTrainRegressor(max_iter=1, refit_head=False).fit(X, y, sample_weight=ones)  # warm-up: first-call costs
-    ratios = []
+    for weights in (None, ones):  # warm-up: first-call costs of both paths
+        SlimTrainRegressor(max_iter=1, refit_head=refit_head).fit(X, y, sample_weight=weights)
+    ratios = {"wall": [], "CPU": []}
     for r in range(repeats):
-        times = []
-        for weights in (None, ones):
-            model = SlimTrainRegressor(max_iter=epochs, refit_head=False, random_state=r)
-            start = time.perf_counter()
-            model.fit(X, y, sample_weight=weights)
-            times.append(time.perf_counter() - start)
-        ratios.append(times[1] / times[0])
-    return statistics.median(ratios), min(ratios), max(ratios)
+        times = {}
+        for weighted in ((False, True) if r % 2 == 0 else (True, False)):
+            model = SlimTrainRegressor(max_iter=epochs, refit_head=refit_head, random_state=r)
+            start, cpu = time.perf_counter(), time.process_time()
+            model.fit(X, y, sample_weight=ones if weighted else None)
+            times[weighted] = (time.perf_counter() - start, time.process_time() - cpu)
+        ratios["wall"].append(times[True][0] / times[False][0])
+        ratios["CPU"].append(times[True][1] / times[False][1])
+    return {clock: (statistics.median(v), min(v), max(v)) for clock, v in ratios.items()}
 
 
 def unequal_noise(n, seed):
@@ -66,23 +79,24 @@ SLIM = {  # label: parameters of SlimTrainRegressor
     "SlimTrainRegressor(learning_rate=1e-2, memory_depth=5)": {"learning_rate": 1e-2, "memory_depth": 5},
     "SlimTrainRegressor(learning_rate=1e-2, batch_size=128)": {"learning_rate": 1e-2, "batch_size": 128},
 }
-MODELS = {
-    **{label: (lambda s, epochs, p=params: SlimTrainRegressor(max_iter=epochs, random_state=s, **p))
-       for label, params in SLIM.items()},
-    "MLPRegressor()": lambda s, epochs: MLPRegressor(max_iter=4 * epochs, random_state=s),
-}
+def models(epochs):
+    """Label -> ``make(seed)``; MLPRegressor gets 4x the epochs (its label says how many)."""
+    out = {label: (lambda s, p=params: SlimTrainRegressor(max_iter=epochs, random_state=s, **p))
+           for label, params in SLIM.items()}
+    out[f"MLPRegressor(max_iter={4 * epochs})"] = lambda s: MLPRegressor(max_iter=4 * epochs, random_state=s)
+    return out
 
 
 def quality(n, n_test, epochs, seeds):
     X_test, f_test = make_peaks(n_test, random_state=1000)
     precise = X_test[:, 0] <= 0
     rows = []
-    for name, make in MODELS.items():
+    for name, make in models(epochs).items():
         for weighted in (False, True):
             scores = []
             for seed in seeds:
                 X, y, w = unequal_noise(n, seed)
-                model = make(seed, epochs).fit(X, y, sample_weight=w if weighted else None)
+                model = make(seed).fit(X, y, sample_weight=w if weighted else None)
                 pred = model.predict(X_test)
                 scores.append([r2_score(f_test[m], pred[m]) for m in (slice(None), precise, ~precise)])
             scores = np.array(scores)
@@ -102,13 +116,17 @@ def main(argv=None):
         timing = dict(n=200, epochs=1, repeats=1)
     else:
         sizes, seeds = dict(n=1500, n_test=2000, epochs=40), [0, 1, 2]
-        timing = dict(n=2000, epochs=5, repeats=7)
+        timing = dict(n=2000, epochs=5, repeats=10)
     start = time.perf_counter()
     print(f"*weights ({machine()})*\n")
-    print(f"## cost: epoch time with sample_weight=ones / without (peaks, {timing['n']} rows, "
-          f"{timing['epochs']} epochs, {timing['repeats']} alternating pairs)\n")
-    med, lo, hi = cost(**timing)
-    print(markdown_table(["median ratio", "range"], [[f"{med:.3f}", f"{lo:.3f}-{hi:.3f}"]]))
+    print(f"## cost: fit time with sample_weight=ones / without (peaks, {timing['n']} rows, "
+          f"{timing['epochs']} epochs, {timing['repeats']} pairs, order alternating within the pairs)\n")
+    rows = []
+    for refit, what in ((True, "default fit: epochs + final head solve (refit_head=True)"),
+                        (False, "epochs only: final solve excluded (refit_head=False)")):
+        for clock, (med, lo, hi) in cost(**timing, refit_head=refit).items():
+            rows.append([what, clock, f"{med:.3f}", f"{lo:.3f}-{hi:.3f}"])
+    print(markdown_table(["timed", "clock", "median ratio", "range"], rows))
     print(f"\n## quality: test R2 against the noiseless function, mean (worst) over seeds {seeds}; "
           f"noise sd 0.05 where x1 <= 0, 1.5 where x1 > 0; {sizes['n']} training rows\n")
     rows = quality(sizes["n"], sizes["n_test"], sizes["epochs"], seeds)

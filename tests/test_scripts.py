@@ -43,6 +43,7 @@ def test_epochs_benchmark_quick():
 def test_streaming_benchmark_quick():
     out = _run("benchmarks/streaming.py", "--quick").stdout
     assert "## partial_fit" in out and "## predict" in out and "| 1000 |" in out
+    assert "1 torch threads" in out and "| 1000 | 2 |" in out  # the children's threads; 2 chunks of 500 rows
 
 
 def test_cdr_benchmark_quick():
@@ -71,6 +72,9 @@ print("same")
 def test_autoencoder_benchmark_quick():
     out = _run("benchmarks/autoencoder.py", "--quick").stdout
     assert "## Figure 8" in out and "| Adam lambda=1e-10 |" in out and "## Figure 10" in out and "| 100 |" in out
+    assert "± nan" in out  # one seed: no sample standard deviation (ddof=1)
+    out = _run("benchmarks/autoencoder.py", "--quick", "--curves-only").stdout
+    assert "epoch CPU time / slimTrain's" in out and "## Figure 10" not in out
 
 
 def test_conv_head_benchmark_quick():
@@ -93,7 +97,8 @@ def test_compiled_step_experiment_quick():
 
 def test_weights_benchmark_quick():
     out = _run("benchmarks/weights.py", "--quick").stdout
-    assert "## cost" in out and "| MLPRegressor() | 1/sigma^2 |" in out
+    assert "## cost" in out and "| MLPRegressor(max_iter=8) | 1/sigma^2 |" in out  # 4x the quick run's 2 epochs
+    assert "refit_head=True" in out and "refit_head=False" in out  # both timings
     assert out.count("| SlimTrainRegressor") == 10  # five configurations, without and with weights
 
 
@@ -126,3 +131,39 @@ def test_adam_baseline_head_solve_and_independent_init():
         model = SlimTrainRegressor(frozen, max_iter=1, random_state=0).fit(X, y)  # its final head solve
     np.testing.assert_allclose(solved(X), model.predict(X), rtol=0, atol=1e-8 * np.abs(y).max())
     assert np.mean((solved(X) - y) ** 2) < np.mean((predict(X) - y) ** 2)
+
+
+def test_adam_baseline_splits_epochs_as_the_estimator():
+    # benchmarks/_common: Adam's epoch has the batches of SlimTrainRegressor._epoch (the
+    # remainder rows join the last batch), so both make the same number of steps per epoch
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import batch_bounds, fit_adam_layer
+
+    from sklearn_slimtrain import SlimTrainRegressor
+    from sklearn_slimtrain.datasets import make_peaks
+
+    class Recording(SlimTrainRegressor):
+        def _step(self, xb, *args, **kwargs):
+            self.sizes_.append(xb.shape[0])
+            return super()._step(xb, *args, **kwargs)
+
+    for n in (20, 50, 100, 2000):
+        X, y = make_peaks(n, random_state=0)
+        model = Recording(batch_size=32, max_iter=1, refit_head=False, random_state=0)
+        model.sizes_ = []
+        model.fit(X, y)
+        adam = []
+        torch.manual_seed(0)
+        head = torch.nn.Linear(4, 1)
+        head.register_forward_pre_hook(lambda module, inputs, sizes=adam: sizes.append(inputs[0].shape[0]))
+        fit_adam_layer(X, y, extractor=torch.nn.Linear(2, 4), head=head, batch_size=32, epochs=1)
+        bounds = [stop - start for start, stop in batch_bounds(n, 32)]
+        assert model.sizes_ == adam == bounds, (n, model.sizes_, adam)
+        assert len(adam) == max(n // 32, 1) and sum(adam) == n
+    assert [stop - start for start, stop in batch_bounds(50, 32)] == [50]  # one step, not 32 + 18
+    assert [stop - start for start, stop in batch_bounds(100, 32)] == [32, 32, 36]
+    assert [stop - start for start, stop in batch_bounds(2000, 32)] == [32] * 61 + [48]  # 62 steps, not 63
+    assert np.sum([stop - start for start, stop in batch_bounds(400, 10)]) == 400
