@@ -16,7 +16,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import resolve_device, resolve_dtype, same_device
 from ._network import _SeparableNetworkMixin
 from ._persistence import _PersistenceMixin, move_model
-from ._progress import EpochTable, start_monitoring, update_no_improvement, warn_diverged, warn_interrupted
+from ._progress import (
+    EpochTable,
+    exploding,
+    start_monitoring,
+    update_no_improvement,
+    warn_diverged,
+    warn_interrupted,
+)
 from ._solver import SlimTikHead
 from ._validation import (
     PARAMETER_CONSTRAINTS,
@@ -428,6 +435,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
             (X, y2, sw), val = holdout(self._rng, self.validation_fraction, X, y2, sw)
         train = self._training_tensors(X, y2, sw)  # (Xt, Yt, Wt, mass)
+        zero_loss = 0.5 * float(np.einsum("ij,ij->", y2, y2)) / len(y2)  # of predicting zeros
         table = EpochTable(validation=early, header=not (incremental and self.n_iter_)) if self.verbose else None
         best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
@@ -436,10 +444,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             try:  # an epoch and its scores are one unit: all or nothing
                 loss = self._epoch(*train[:3], sw)
                 weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
-                finite, overflow = weights_ok and state_ok, weights_ok and not state_ok
+                exploded = weights_ok and exploding(loss, zero_loss)
+                finite, overflow = weights_ok and state_ok and not exploded, weights_ok and not state_ok
                 scores = self._validation_scores(train, *val) if early and finite else (None, None)
             except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
-                finite, overflow = False, False
+                finite, overflow, exploded = False, False, False
             except KeyboardInterrupt:
                 self._restore(snapshot)
                 if incremental:
@@ -455,7 +464,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             if not finite:
                 self._restore(snapshot)
                 warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate,
-                              (self._dtype, float(np.abs(y2).max())) if overflow else None)
+                              overflow=(self._dtype, float(np.abs(y2).max())) if overflow else None,
+                              exploded=(loss, zero_loss) if exploded else None)
                 stopped = True
                 break
             self._head.end_pass()  # move the epoch's ridges to the host (synced already), mark the epoch

@@ -117,9 +117,11 @@ class _SeparableNetworkMixin:
         """
         weights = [torch.isfinite(p).all() for p in self.feature_extractor_.parameters()]
         weights.append(torch.isfinite(self._head.coef).all())
-        per_param = self._optimizer.state.values() if self._optimizer is not None else ()
-        state = [torch.isfinite(v).all() for entry in per_param for v in entry.values()
-                 if torch.is_tensor(v) and v.is_floating_point()]
+        # The state tensors shaped like their parameter (moments, momentum buffers): they
+        # live on its device (Adam keeps its scalar step count on the CPU).
+        per_param = self._optimizer.state.items() if self._optimizer is not None else ()
+        state = [torch.isfinite(v).all() for param, entry in per_param for v in entry.values()
+                 if torch.is_tensor(v) and v.is_floating_point() and v.shape == param.shape]
         ones = weights[-1].new_ones(())
         flags = torch.stack([torch.stack(weights).all(), torch.stack(state).all() if state else ones])
         return tuple(bool(f) for f in flags.tolist())

@@ -169,9 +169,8 @@ def save_model(est, path) -> None:
         "class": type(est).__name__,
         "params": params,
         "params_to_pass_at_load": required,
-        # The classes among them (e.g. an optimizer), by name: load checks that the same are passed.
-        "param_classes": {name: _class_name(value) for name, value in est.get_params(deep=False).items()
-                          if name in required and isinstance(value, type)},
+        # An optimizer class, by name: its state is loaded into the class passed at load.
+        "param_classes": {"optimizer": _class_name(est.optimizer)} if isinstance(est.optimizer, type) else {},
         "extractor": _builtin_config(est.feature_extractor_),
         "head": head_scalars,
         "fitted": fitted,
@@ -185,6 +184,11 @@ def save_model(est, path) -> None:
 
 def _class_name(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_class_name(given, saved: str) -> bool:
+    """By qualified name only: a class defined in a script (``__main__``) may be imported from a module at load."""
+    return isinstance(given, type) and saved.endswith("." + given.__qualname__)
 
 
 def _read(path):
@@ -222,7 +226,7 @@ def load_model(cls, path, **params):
         )
     for name, saved_class in meta.get("param_classes", {}).items():
         given = params[name]
-        if not (isinstance(given, type) and _class_name(given) == saved_class):
+        if not _same_class_name(given, saved_class):
             raise ValueError(
                 f"{path!s} was saved with {name}={saved_class}, and its state belongs to that class; "
                 f"got {name}={given!r}. Pass the same class to load."

@@ -9,7 +9,15 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["EpochTable", "batch_bar", "start_monitoring", "update_no_improvement", "warn_diverged", "warn_interrupted"]
+__all__ = [
+    "EpochTable",
+    "batch_bar",
+    "exploding",
+    "start_monitoring",
+    "update_no_improvement",
+    "warn_diverged",
+    "warn_interrupted",
+]
 
 
 class EpochTable:
@@ -104,22 +112,39 @@ def warn_interrupted(where: str) -> None:
     warnings.warn(f"Training interrupted (KeyboardInterrupt) {where}.", UserWarning, stacklevel=6)  # < _train < _fit < fit < _fit_context < caller
 
 
-def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, overflow=None) -> None:
-    """The warning of an epoch whose loss, weights or optimizer state are not finite (the model is restored).
+# An epoch's training loss above this multiple of the loss of predicting zeros counts as
+# divergence.  Each batch's loss is taken with the head just solved on it, which fits at
+# least about as well as zeros unless the features or the head have blown up (bounded
+# features need |W z| ~ 1e3 |y| for 1e6x); the margin leaves every sane fit alone, e.g. a
+# first epoch whose head is still regularised towards its start.
+EXPLOSION_FACTOR = 1e6
 
-    ``overflow`` is ``(dtype, max |y|)`` when only the optimizer's state overflowed.
+
+def exploding(loss: float, zero_loss: float) -> bool:
+    """Whether the epoch's mean training loss signals a blown-up extractor (see EXPLOSION_FACTOR)."""
+    return loss > EXPLOSION_FACTOR * max(zero_loss, sys.float_info.min)
+
+
+def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, overflow=None, exploded=None) -> None:
+    """The warning of an epoch that diverged (the model is restored).
+
+    ``overflow`` is ``(dtype, max |y|)`` when only the optimizer's state is not finite;
+    ``exploded`` is ``(loss, zero_loss)`` when the loss is finite but exploded.
     """
     restored = (f"The model was restored to its {'best state' if restored_best else 'state before that epoch'} "
                 "and training stopped.")
-    if overflow is None:
-        message = (f"Training diverged in epoch {epoch}: the training loss or the weights are not finite. "
-                   f"{restored} Lower learning_rate (now {learning_rate}) or scale the inputs.")
-    else:
+    if overflow is not None:
         dtype, peak = overflow
-        message = (f"The optimizer's state overflowed {str(dtype).replace('torch.', '')} in epoch {epoch}: its "
-                   f"second moments grow as y**4, and |y| is up to {peak:.3g}. {restored} Scale the targets, e.g. "
-                   "TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler()), or use "
-                   "dtype='float64'.")
+        message = (f"The optimizer's state became non-finite ({str(dtype).replace('torch.', '')}) in epoch {epoch} "
+                   f"while the weights stayed finite: Adam's second moments grow as y**4, and |y| is up to "
+                   f"{peak:.3g}. {restored} Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), "
+                   "transformer=StandardScaler()), or use dtype='float64'.")
+    else:
+        cause = ("the training loss or the weights are not finite" if exploded is None else
+                 f"the training loss ({exploded[0]:.3g}) exceeds {EXPLOSION_FACTOR:.0e} times that of predicting "
+                 f"zeros ({exploded[1]:.3g})")
+        message = (f"Training diverged in epoch {epoch}: {cause}. {restored} Lower learning_rate (now "
+                   f"{learning_rate}) or scale the inputs.")
     warnings.warn(
         message,
         ConvergenceWarning,

@@ -75,7 +75,7 @@ __all__ = [
 
 # Global sGCV grid, in decades relative to the mean eigenvalue of G.  The lower
 # end keeps cond(G + S I) <= 1e12 * p (relative error of the solve up to about
-# eps * cond = 2.2e-4 * p in float64, so at least 4 - log10(p) correct digits even
+# eps * cond = 2.2e-4 * p in float64, so about 3.7 - log10(p) correct digits even
 # at the floor; sGCV's choices lie far above it in practice), and it is applied
 # after the step bound, so it always holds; the upper end (1e6) is far beyond the point
 # where the head stops moving (S >> ||G||), so the grid brackets every useful

@@ -81,10 +81,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
-
-
 def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool,
                     parameter: str = "dtype") -> None:
     """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would).
