@@ -116,7 +116,8 @@ def warn_interrupted(where: str) -> None:
 # divergence.  Each batch's loss is taken with the head just solved on it, which fits at
 # least about as well as zeros unless the features or the head have blown up (bounded
 # features need |W z| ~ 1e3 |y| for 1e6x); the margin leaves every sane fit alone, e.g. a
-# first epoch whose head is still regularised towards its start.
+# first epoch whose head is still regularised towards its start.  Checked in fit only: a
+# partial_fit chunk (e.g. one whose targets are all zero) is no reference for the scale.
 EXPLOSION_FACTOR = 1e6
 
 

@@ -580,6 +580,15 @@ def test_divergence_restores_last_finite_state_and_warns(lr, cause):
     assert m.score(X, y) > 0  # the restored start, not the blown-up network (R2 -0.63 before it was caught)
 
 
+def test_a_stream_chunk_of_zero_targets_is_not_divergence(peaks_data):
+    X, y = peaks_data
+    model = SlimTrainRegressor(random_state=0).partial_fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.partial_fit(X[:64], np.zeros(64))  # its loss is far above 1e6 times zero's
+    assert model.n_iter_ == 2
+
+
 def test_verbose_prints_one_line_per_epoch(peaks_data, capsys):
     X, y = peaks_data
     SlimTrainRegressor(max_iter=2, verbose=1, random_state=0).fit(X, y)
