@@ -435,7 +435,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
             (X, y2, sw), val = holdout(self._rng, self.validation_fraction, X, y2, sw)
         train = self._training_tensors(X, y2, sw)  # (Xt, Yt, Wt, mass)
-        zero_loss = 0.5 * float(np.einsum("ij,ij->", y2, y2)) / len(y2)  # of predicting zeros on fit's rows
+        # the loss of predicting zeros on fit's rows (a partial_fit chunk is no reference: None)
+        zero_loss = None if incremental else 0.5 * float(np.einsum("ij,ij->", y2, y2)) / len(y2)
         table = EpochTable(validation=early, header=not (incremental and self.n_iter_)) if self.verbose else None
         best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
@@ -444,7 +445,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             try:  # an epoch and its scores are one unit: all or nothing
                 loss = self._epoch(*train[:3], sw)
                 weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
-                exploded = weights_ok and not incremental and exploding(loss, zero_loss)  # a chunk is no reference
+                exploded = weights_ok and exploding(loss, zero_loss)
                 finite, overflow = weights_ok and state_ok and not exploded, weights_ok and not state_ok
                 scores = self._validation_scores(train, *val) if early and finite else (None, None)
             except torch.linalg.LinAlgError:  # the head's eigh on non-finite features

@@ -170,7 +170,7 @@ def save_model(est, path) -> None:
         "params": params,
         "params_to_pass_at_load": required,
         # An optimizer class, by name: its state is loaded into the class passed at load.
-        "param_classes": {"optimizer": _class_name(est.optimizer)} if isinstance(est.optimizer, type) else {},
+        "optimizer_class": _class_name(est.optimizer) if isinstance(est.optimizer, type) else None,
         "extractor": _builtin_config(est.feature_extractor_),
         "head": head_scalars,
         "fitted": fitted,
@@ -224,13 +224,12 @@ def load_model(cls, path, **params):
             "neither). Pass them to load, e.g. "
             f"{cls.__name__}.load(path, {missing[0]}=...); a module with the same architecture as when it was saved."
         )
-    for name, saved_class in meta.get("param_classes", {}).items():
-        given = params[name]
-        if not _same_class_name(given, saved_class):
-            raise ValueError(
-                f"{path!s} was saved with {name}={saved_class}, and its state belongs to that class; "
-                f"got {name}={given!r}. Pass the same class to load."
-            )
+    saved_class = meta.get("optimizer_class")  # absent in older files
+    if saved_class is not None and not _same_class_name(params["optimizer"], saved_class):
+        raise ValueError(
+            f"{path!s} was saved with optimizer={saved_class}, and its state belongs to that class; "
+            f"got optimizer={params['optimizer']!r}. Pass the same class to load."
+        )
     values = {}
     for name, encoded in meta["params"].items():
         if "resnet" in encoded:

@@ -121,9 +121,12 @@ def warn_interrupted(where: str) -> None:
 EXPLOSION_FACTOR = 1e6
 
 
-def exploding(loss: float, zero_loss: float) -> bool:
-    """Whether the epoch's mean training loss signals a blown-up extractor (see EXPLOSION_FACTOR)."""
-    return loss > EXPLOSION_FACTOR * max(zero_loss, sys.float_info.min)
+def exploding(loss: float, zero_loss: float | None) -> bool:
+    """Whether the epoch's mean training loss signals a blown-up extractor (see EXPLOSION_FACTOR).
+
+    ``zero_loss`` is None where there is no reference (``partial_fit``).
+    """
+    return zero_loss is not None and loss > EXPLOSION_FACTOR * max(zero_loss, sys.float_info.min)
 
 
 def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, overflow=None, exploded=None) -> None:

@@ -82,8 +82,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool,
-                    parameter: str = "dtype") -> None:
-    """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would).
+                    parameter: str = "dtype") -> float:
+    """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would); returns ``max |values|``.
 
     X only has to fit the extractor's dtype.  y enters the training loss and the
     head's normal equations squared and summed over a batch: ``|y|`` above
@@ -92,7 +92,7 @@ def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, square
     the parameter that set ``dtype`` in the message.
     """
     if values.size == 0:
-        return
+        return 0.0
     peak = _peak(values)
     limit = math.sqrt(float(torch.finfo(dtype).max)) * 1e-3 if squared else float(torch.finfo(dtype).max)
     if peak > limit:
@@ -100,6 +100,7 @@ def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, square
             f"{name} has values of magnitude up to {peak:.3g}, too large for {parameter}={_dtype_name(dtype)!r} "
             f"(limit {limit:.3g}). {_SCALE_Y if squared else _SCALE_X}, or use {parameter}='float64'."
         )
+    return peak
 
 
 _SCALE_Y = "Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler())"
@@ -127,9 +128,9 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_
     if builtin:
         check_input_scale(X)
     narrow, parameter = min((dtype, "dtype"), (head_dtype, "head_dtype"), key=lambda d: torch.finfo(d[0]).max)
-    check_magnitude(y2, "y", narrow, squared=True, parameter=parameter)
+    peak = check_magnitude(y2, "y", narrow, squared=True, parameter=parameter)
     floor = math.sqrt(float(torch.finfo(head_dtype).tiny)) * 1e3
-    if y2.size and 0 < (peak := _peak(y2)) < floor:
+    if 0 < peak < floor:
         raise ValueError(
             f"y has values of magnitude at most {peak:.3g}, too small for head_dtype={_dtype_name(head_dtype)!r} "
             f"(smallest peak {floor:.3g}). {_SCALE_Y}, or use head_dtype='float64'."
