@@ -4,7 +4,7 @@ import warnings
 
 import torch
 
-__all__ = ["device_index", "resolve_device", "resolve_dtype", "restore_device", "same_device"]
+__all__ = ["device_index", "dtype_name", "resolve_device", "resolve_dtype", "restore_device", "same_device"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -99,3 +99,8 @@ def resolve_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
         return dtype
     return _DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype's name as the ``dtype`` parameters spell it (``torch.float32`` -> ``"float32"``)."""
+    return str(dtype).removeprefix("torch.")

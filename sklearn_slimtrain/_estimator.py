@@ -1,6 +1,5 @@
 """The scikit-learn face of slimTrain: :class:`SlimTrainRegressor`."""
 
-import math
 import time
 import warnings
 from typing import ClassVar
@@ -18,7 +17,6 @@ from ._network import _SeparableNetworkMixin
 from ._persistence import _PersistenceMixin, move_model
 from ._progress import (
     EpochTable,
-    exploding,
     start_monitoring,
     update_no_improvement,
     warn_diverged,
@@ -28,16 +26,11 @@ from ._solver import SlimTikHead
 from ._validation import (
     PARAMETER_CONSTRAINTS,
     check_extractor_output,
+    check_fit_input,
     check_magnitude,
-    check_optimizer,
     check_predictions,
-    check_training_data,
-    check_unchanged_params,
-    check_validation_set,
     frozen_params,
     holdout,
-    input_names_kept_on_error,
-    weighted_rows,
 )
 
 __all__ = ["SlimTrainRegressor"]
@@ -393,32 +386,13 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         return self._fit(X, y, True, sample_weight)
 
     def _fit(self, X, y, incremental, sample_weight=None, X_val=None, y_val=None, sample_weight_val=None):
-        fitted = hasattr(self, "feature_extractor_")
-        reset = not (fitted and (incremental or self.warm_start))
-        with input_names_kept_on_error(self, fitted):
-            X, y = validate_data(
-                self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
-            )
-            y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-            if y2.dtype.kind in "biu":  # booleans and integer counts, as floats
-                y2 = y2.astype(np.float64)
-            if incremental and fitted:  # scikit-learn validates partial_fit's parameters on the first call only
-                self._validate_params()
-            if not reset:
-                check_unchanged_params(self, y2)
-            dtype = resolve_dtype(self.dtype) if reset else self._dtype
-            head_dtype = resolve_dtype(self.head_dtype) if reset else self._head.dtype
-            check_training_data(X, y2, dtype, head_dtype, builtin=self.feature_extractor is None)
-            check_optimizer(self.optimizer)
-            n_given = X.shape[0]
-            X, y2, sw = weighted_rows(sample_weight, X, y2)
-            early = self.early_stopping and not incremental
-            val = check_validation_set(self, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
+        X, y2, y_ndim, sw, val, early, reset = check_fit_input(
+            self, X, y, incremental, sample_weight, X_val, y_val, sample_weight_val)
         if not (reset or same_device(device := self._device_from_params(), torch.device(self.device_))):
             move_model(self, device)  # set_params(device=...) between calls: the model follows
         try:
             if reset:
-                self._initialize(X, y2, y.ndim)
+                self._initialize(X, y2, y_ndim)
             return self._train(X, y2, sw, val, incremental, early)
         except BaseException:
             if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
@@ -441,17 +415,9 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
-            snapshot = self._snapshot()
-            try:  # an epoch and its scores are one unit: all or nothing
-                loss = self._epoch(*train[:3], sw)
-                weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
-                exploded = weights_ok and exploding(loss, zero_loss)
-                finite, overflow = weights_ok and state_ok and not exploded, weights_ok and not state_ok
-                scores = self._validation_scores(train, *val) if early and finite else (None, None)
-            except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
-                finite, overflow, exploded = False, False, False
-            except KeyboardInterrupt:
-                self._restore(snapshot)
+            try:
+                loss, scores, failure = self._checked_epoch(train, sw, val, early, zero_loss)
+            except KeyboardInterrupt:  # the model is as it was before the epoch
                 if incremental:
                     raise
                 warn_interrupted(f"in epoch {self.n_iter_ + 1}; the model holds " + (
@@ -459,14 +425,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                     f"its best epoch so far (best_validation_score_={self.best_validation_score_:.6g})"))
                 stopped = True
                 break
-            except BaseException:
-                self._restore(snapshot)  # nothing is left half-updated
-                raise
-            if not finite:
-                self._restore(snapshot)
+            if failure is not None:  # restored to the state before the epoch
                 warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate,
-                              overflow=(self._dtype, float(np.abs(y2).max())) if overflow else None,
-                              exploded=(loss, zero_loss) if exploded else None)
+                              overflow=(self._dtype, float(np.abs(y2).max())) if failure == "overflow" else None,
+                              exploded=(loss, zero_loss) if failure == "exploded" else None)
                 stopped = True
                 break
             self._head.end_pass()  # move the epoch's ridges to the host (synced already), mark the epoch

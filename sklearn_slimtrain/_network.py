@@ -9,6 +9,8 @@ the estimator's parameters and the fitted state that ``_initialize`` creates.
 
 import contextlib
 import copy
+import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,13 +21,22 @@ from torch import nn
 from ._device import device_index, resolve_dtype
 from ._extractors import ResNetFeatures
 from ._heads import make_layout
-from ._progress import batch_bar
+from ._progress import batch_bar, exploding
 
 __all__ = []
 
 # Rows per forward pass in predict and in the final head solve: bounds memory
 # whatever the size of X.
 PREDICT_CHUNK = 8192
+
+
+class EpochResult(NamedTuple):
+    """What :meth:`_SeparableNetworkMixin._checked_epoch` reports of one epoch."""
+
+    loss: float  # the mean training loss (nan when the head's solve failed)
+    scores: tuple  # (validation loss, validation R2), or (None, None) without early stopping or on failure
+    failure: str | None  # None, or "diverged" (weights or loss not finite), "overflow"
+    # (the optimizer's state alone not finite) or "exploded" (see _progress.EXPLOSION_FACTOR)
 
 
 def _clone(state):
@@ -125,6 +136,30 @@ class _SeparableNetworkMixin:
         ones = weights[-1].new_ones(())
         flags = torch.stack([torch.stack(weights).all(), torch.stack(state).all() if state else ones])
         return tuple(bool(f) for f in flags.tolist())
+
+    def _checked_epoch(self, train, sw, val, early, zero_loss):
+        """One epoch and its validation scores as one unit: all or nothing.
+
+        ``train`` is ``(Xt, Yt, Wt, mass)``, ``sw`` the weights on the host, ``val``
+        the validation set, ``zero_loss`` the loss of predicting zeros (None: no
+        explosion check).  A failed epoch (:class:`EpochResult`) and any exception,
+        Ctrl-C included, restore the state from before the epoch.
+        """
+        snapshot = self._snapshot()
+        try:
+            loss = self._epoch(*train[:3], sw)
+            weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
+            failure = ("diverged" if not weights_ok else "overflow" if not state_ok else
+                       "exploded" if exploding(loss, zero_loss) else None)
+            scores = self._validation_scores(train, *val) if early and failure is None else (None, None)
+        except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
+            loss, scores, failure = math.nan, (None, None), "diverged"
+        except BaseException:
+            self._restore(snapshot)  # nothing is left half-updated
+            raise
+        if failure is not None:
+            self._restore(snapshot)
+        return EpochResult(loss, scores, failure)
 
     def _build_extractor(self, n_features_in):
         spec = self.feature_extractor

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import restore_device
+from ._device import dtype_name, restore_device
 from ._extractors import ResNetFeatures
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params
@@ -121,7 +121,7 @@ def _encode_param(name, value, tensors):
     if isinstance(value, Real):
         return {"value": float(value)}  # json writes inf as Infinity and reads it back
     if isinstance(value, torch.dtype):  # restored as the dtype, so get_params() round-trips
-        return {"value": str(value).replace("torch.", ""), "torch": "dtype"}
+        return {"value": dtype_name(value), "torch": "dtype"}
     if isinstance(value, torch.device):
         return {"value": str(value), "torch": "device"}
     if name == "feature_extractor" and _builtin_config(value) is not None:
@@ -153,7 +153,7 @@ def save_model(est, path) -> None:
     fitted = {name: getattr(est, name) for name in _FITTED if hasattr(est, name)}
     if hasattr(est, "feature_names_in_"):
         fitted["feature_names_in_"] = [str(v) for v in est.feature_names_in_]
-    fitted["_dtype"] = str(est._dtype).replace("torch.", "")
+    fitted["_dtype"] = dtype_name(est._dtype)
     rng_name, rng_keys, rng_pos, rng_has_gauss, rng_gauss = est._rng.get_state()
     fitted["_rng"] = [rng_name, int(rng_pos), int(rng_has_gauss), float(rng_gauss)]
     head_tensors, head_scalars = est._head.state_dict()

@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ._device import dtype_name
+
 __all__ = [
     "EpochTable",
     "batch_bar",
@@ -139,7 +141,7 @@ def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, over
                 "and training stopped.")
     if overflow is not None:
         dtype, peak = overflow
-        message = (f"The optimizer's state became non-finite ({str(dtype).replace('torch.', '')}) in epoch {epoch} "
+        message = (f"The optimizer's state became non-finite ({dtype_name(dtype)}) in epoch {epoch} "
                    f"while the weights stayed finite: Adam's second moments grow as y**4, and |y| is up to "
                    f"{peak:.3g}. {restored} Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), "
                    "transformer=StandardScaler()), or use dtype='float64'.")

@@ -5,6 +5,7 @@ import math
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,12 +13,14 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from ._device import resolve_dtype
+from ._device import dtype_name, resolve_dtype
 
 __all__ = [
     "FROZEN_PARAMS",
     "PARAMETER_CONSTRAINTS",
+    "FitInput",
     "check_extractor_output",
+    "check_fit_input",
     "check_input_scale",
     "check_magnitude",
     "check_optimizer",
@@ -77,10 +80,6 @@ def _peak(values: np.ndarray) -> float:
     return float(max(values.max(), -values.min()))
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "float32", torch.float64: "float64"}.get(dtype, str(dtype))
-
-
 def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, squared: bool,
                     parameter: str = "dtype") -> float:
     """Raise a ValueError when ``values`` overflow ``dtype`` (or their squares would); returns ``max |values|``.
@@ -97,7 +96,7 @@ def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, square
     limit = math.sqrt(float(torch.finfo(dtype).max)) * 1e-3 if squared else float(torch.finfo(dtype).max)
     if peak > limit:
         raise ValueError(
-            f"{name} has values of magnitude up to {peak:.3g}, too large for {parameter}={_dtype_name(dtype)!r} "
+            f"{name} has values of magnitude up to {peak:.3g}, too large for {parameter}={dtype_name(dtype)!r} "
             f"(limit {limit:.3g}). {_SCALE_Y if squared else _SCALE_X}, or use {parameter}='float64'."
         )
     return peak
@@ -132,7 +131,7 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_
     floor = math.sqrt(float(torch.finfo(head_dtype).tiny)) * 1e3
     if 0 < peak < floor:
         raise ValueError(
-            f"y has values of magnitude at most {peak:.3g}, too small for head_dtype={_dtype_name(head_dtype)!r} "
+            f"y has values of magnitude at most {peak:.3g}, too small for head_dtype={dtype_name(head_dtype)!r} "
             f"(smallest peak {floor:.3g}). {_SCALE_Y}, or use head_dtype='float64'."
         )
 
@@ -194,7 +193,8 @@ def check_input_scale(X: np.ndarray) -> None:
             "(it saturates or sees constants otherwise). Standardize X, e.g. "
             "make_pipeline(StandardScaler(), SlimTrainRegressor()).",
             UserWarning,
-            stacklevel=6,  # check_input_scale < check_training_data < _fit < fit < _fit_context < caller
+            # check_input_scale < check_training_data < check_fit_input < _fit < fit < _fit_context < caller
+            stacklevel=7,
         )
 
 
@@ -291,6 +291,49 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_v
             f"got {y_val.shape}.")
     check_magnitude(X_val, "X_val", dtype, squared=False)
     return X_val, y_val, check_sample_weight(sample_weight_val, X_val, "sample_weight_val")
+
+
+class FitInput(NamedTuple):
+    """The checked input of one ``fit`` or ``partial_fit`` call (:func:`check_fit_input`)."""
+
+    X: np.ndarray  # the rows of non-zero weight
+    y2: np.ndarray  # y as a 2-D float array
+    y_ndim: int  # y's own number of dimensions (1 or 2), for the shape of the predictions
+    sw: np.ndarray | None  # their weights (None: unweighted)
+    val: tuple | None  # the explicit validation set (X_val, y_val, sw_val), or None
+    early: bool  # early stopping in this call (fit only)
+    reset: bool  # the call starts a new model (fit without warm start, or the first partial_fit)
+
+
+def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None, y_val=None,
+                    sample_weight_val=None) -> FitInput:
+    """Every check of the input of ``fit`` (``incremental=False``) or ``partial_fit``, before any training work.
+
+    ``validate_data`` (which records ``n_features_in_`` and ``feature_names_in_`` when
+    the call starts a new model), the parameters a continued fit may not change, the
+    values of y and X, the optimizer, the sample weights and the validation set.  On
+    failure an already-fitted model is left whole.
+    """
+    fitted = hasattr(est, "feature_extractor_")
+    reset = not (fitted and (incremental or est.warm_start))
+    with input_names_kept_on_error(est, fitted):
+        X, y = validate_data(est, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32))
+        y2 = y.reshape(-1, 1) if y.ndim == 1 else y
+        if y2.dtype.kind in "biu":  # booleans and integer counts, as floats
+            y2 = y2.astype(np.float64)
+        if incremental and fitted:  # scikit-learn validates partial_fit's parameters on the first call only
+            est._validate_params()
+        if not reset:
+            check_unchanged_params(est, y2)
+        dtype = resolve_dtype(est.dtype) if reset else est._dtype
+        head_dtype = resolve_dtype(est.head_dtype) if reset else est._head.dtype
+        check_training_data(X, y2, dtype, head_dtype, builtin=est.feature_extractor is None)
+        check_optimizer(est.optimizer)
+        n_given = X.shape[0]
+        X, y2, sw = weighted_rows(sample_weight, X, y2)
+        early = est.early_stopping and not incremental
+        val = check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
+    return FitInput(X, y2, y.ndim, sw, val, early, reset)
 
 
 def frozen_params(est) -> dict:

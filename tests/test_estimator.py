@@ -611,3 +611,10 @@ def test_convergence_warning_points_at_the_callers_line(peaks_data):
     with pytest.warns(ConvergenceWarning, match="Maximum iterations") as record:
         SlimTrainRegressor(max_iter=1, random_state=0).fit(X, y)
     assert {w.filename for w in record if issubclass(w.category, ConvergenceWarning)} == {__file__}
+
+
+def test_input_scale_warning_points_at_the_callers_line(peaks_data):
+    X, y = peaks_data
+    with pytest.warns(UserWarning, match="built-in tanh ResNet needs inputs of order 1") as record:
+        SlimTrainRegressor(max_iter=1, random_state=0).fit(X * 1e5, y)
+    assert {w.filename for w in record if "order 1" in str(w.message)} == {__file__}
