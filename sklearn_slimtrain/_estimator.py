@@ -76,8 +76,14 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         Optimizer of the extractor's weights, called as ``cls(params, lr=...)``.
     alpha : float, default=0.0
         L2 penalty ``alpha/2 ||theta||^2`` on the extractor's weights.
-    memory_depth : int, default=0
+    memory_depth : int or None, default=0
         ``r``: number of previous batches whose features the head keeps.
+        None keeps every batch seen (the paper's sTik, the limit
+        ``r = infinity``): with a fixed ridge and a frozen extractor one
+        epoch then gives exactly the Tikhonov solution on all rows, and
+        ``partial_fit`` over a stream gives it on all rows seen.  The head
+        stores only the ``p x p`` sum of the batches' Gram matrices, so
+        memory and work per step do not grow with the number of batches.
     batch_size : int, default=32
         Mini-batch size.  A pass over ``n`` rows makes ``max(n // batch_size, 1)``
         steps: the remainder joins the last batch (a short batch would leave the

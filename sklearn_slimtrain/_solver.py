@@ -96,8 +96,8 @@ class SlimTikHead:
     layout : DenseLayout, ConvLayout or OperatorLayout
         The layer's structure: how features and targets become the batch matrix
         ``A`` and right-hand side, and how ``coef`` (``q x t``) acts.
-    memory_depth : int
-        ``r``, the number of previous batches kept.
+    memory_depth : int or None
+        ``r``, the number of previous batches kept; None keeps all (sTik).
     batch_size : int
         Nominal batch size ``n_batch`` (in samples): every block is divided by
         ``sqrt(n_batch)`` (batch-mean scaling) and a block of another size adds a
@@ -172,7 +172,7 @@ class SlimTikHead:
     def tridiagonal(self) -> bool:
         """Whether :meth:`step` goes through the tridiagonal reduction (a CPU head without memory)."""
         request = self.tridiagonal_request
-        if (self.coef.device.type != "cpu" or self.memory.depth or request is False
+        if (self.coef.device.type != "cpu" or self.memory.active or request is False
                 or getattr(self, "host", None) is False or self.coef.dtype not in (torch.float32, torch.float64)):
             return False
         q, t = self.coef.shape
@@ -233,7 +233,7 @@ class SlimTikHead:
             host = self._solve_on_host = self.on_host
             self._solve_tridiagonal = self.tridiagonal
         coef, ridge_prev, per_step = self.coef, self.ridge, self.per_step
-        memory = self.memory.total() if self.memory.depth else None
+        memory = self.memory.total() if self.memory.active else None
         if not host:
             stats = self.layout.stats(features, targets, coef, weights)
         else:  # NumPy views of the same memory
@@ -265,7 +265,7 @@ class SlimTikHead:
                 self.per_step = _tensor(per_step, dtype)
         else:
             self.coef, self.ridge, self.per_step = result.coef, result.ridge, per_step
-        if self.memory.depth:
+        if self.memory.active:
             self.memory.push(_tensor(result.gram, coef.dtype) if host else result.gram)
         self._pending.append(self.per_step)
         return self.coef

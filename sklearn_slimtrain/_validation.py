@@ -42,7 +42,7 @@ PARAMETER_CONSTRAINTS = {
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
     "optimizer": [StrOptions({"adam", "sgd"}), type],
     "alpha": [Interval(Real, 0, None, closed="left")],
-    "memory_depth": [Interval(Integral, 0, None, closed="left")],
+    "memory_depth": [Interval(Integral, 0, None, closed="left"), None],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "max_iter": [Interval(Integral, 1, None, closed="left")],
     "shuffle": ["boolean"],

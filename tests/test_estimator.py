@@ -57,13 +57,14 @@ def _design(extractor, X, fit_intercept=True):
 
 @pytest.mark.parametrize("n_samples, batch_size", [(60, 10), (67, 10), (30, 30)])
 @pytest.mark.parametrize("lam", [1e-3, 0.5])
-def test_one_epoch_full_memory_is_the_tikhonov_solution(n_samples, batch_size, lam):
+@pytest.mark.parametrize("unlimited", [False, True])
+def test_one_epoch_full_memory_is_the_tikhonov_solution(n_samples, batch_size, lam, unlimited):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n_samples, 2))
     y = np.sin(X[:, 0]) + X[:, 1] ** 2
     ext = FrozenFeatures()
     model = SlimTrainRegressor(
-        ext, ridge=lam, memory_depth=n_samples, batch_size=batch_size, max_iter=1,
+        ext, ridge=lam, memory_depth=None if unlimited else n_samples, batch_size=batch_size, max_iter=1,
         shuffle=False, dtype="float64", refit_head=False, random_state=0,
     ).fit(X, y)
     W = tikhonov(_design(ext, X), y, lam)
@@ -72,6 +73,39 @@ def test_one_epoch_full_memory_is_the_tikhonov_solution(n_samples, batch_size, l
     # a fixed ridge is reported as such at every step
     assert np.allclose(model.ridge_path_, lam, rtol=1e-12) and model.ridge_ == pytest.approx(lam)
     assert len(model.ridge_path_) == n_samples // batch_size  # a remainder joins the last batch
+
+
+def test_unlimited_memory_stays_the_tikhonov_solution_over_epochs_and_a_stream():
+    # sTik (memory_depth=None) on a frozen extractor: every later epoch adds the same
+    # data and the same ridge share again, so the minimiser does not move; a stream of
+    # partial_fit chunks gives the solution on all rows seen, whatever their split
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((90, 2))
+    y = np.cos(X[:, 0]) * X[:, 1]
+    ext = FrozenFeatures()
+    W = tikhonov(_design(ext, X), y, 0.01)
+    kw = dict(ridge=0.01, memory_depth=None, batch_size=8, dtype="float64", refit_head=False, random_state=0)
+    fit = SlimTrainRegressor(ext, max_iter=3, **kw).fit(X, y)  # shuffled epochs
+    stream = SlimTrainRegressor(ext, **kw)
+    for rows in np.array_split(np.arange(90), [25, 31]):
+        stream.partial_fit(X[rows], y[rows])
+    for model in (fit, stream):
+        got = np.append(model.coef_, model.intercept_)
+        assert np.linalg.norm(got - W) / np.linalg.norm(W) < 1e-10
+    assert fit._head.memory._buffer.shape[0] == 2  # a sum and its compensation, not 33 blocks
+
+
+def test_unlimited_memory_equals_a_memory_deeper_than_the_fit():
+    # None and a depth that never drops a batch are the same method (to rounding:
+    # a compensated running sum against a re-summed buffer), with a trained extractor
+    X, y = make_peaks(200, random_state=0)
+    kw = dict(max_iter=3, batch_size=16, dtype="float64", random_state=0)
+    a = SlimTrainRegressor(memory_depth=None, **kw).fit(X, y)
+    b = SlimTrainRegressor(memory_depth=1000, **kw).fit(X, y)
+    np.testing.assert_allclose(a.ridge_path_, b.ridge_path_, rtol=1e-8)
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-6, atol=1e-8)
+    c = SlimTrainRegressor(memory_depth=5, **kw).fit(X, y)  # and a limited memory is not
+    assert np.abs(c.predict(X) - a.predict(X)).max() > 1e-3
 
 
 def test_limited_memory_is_not_the_tikhonov_solution():
@@ -371,9 +405,10 @@ def test_grid_search_cross_val_and_pipeline(peaks_data):
     assert scores.shape == (3,) and np.all(np.isfinite(scores))
 
 
-def test_pickle_and_deepcopy_round_trip(multi_data):
+@pytest.mark.parametrize("memory_depth", [3, None])
+def test_pickle_and_deepcopy_round_trip(multi_data, memory_depth):
     X, Y = multi_data
-    m = SlimTrainRegressor(max_iter=2, memory_depth=3, random_state=0).fit(X, Y)
+    m = SlimTrainRegressor(max_iter=2, memory_depth=memory_depth, random_state=0).fit(X, Y)
     for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
         np.testing.assert_array_equal(other.predict(X), m.predict(X))
         np.testing.assert_array_equal(other.ridge_path_, m.ridge_path_)

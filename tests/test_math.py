@@ -224,6 +224,26 @@ def test_gram_memory_grows_with_the_batches_seen():
     assert float(ring.total()) == 18.0
 
 
+def test_unlimited_gram_memory_is_a_compensated_running_sum():
+    # depth=None keeps every block as one sum: a (2, p, p) state whatever the number of
+    # pushes, and Kahan's compensation keeps a float32 sum of 20,000 blocks at float32's
+    # precision, where plain float32 accumulation drifts (checked below, so the test can fail)
+    rng = np.random.default_rng(0)
+    blocks = rng.uniform(0.0, 1.0, (20_000, 2, 2)) + np.array([[0.0, 1e-3], [1e-3, 0.0]])
+    exact = blocks.sum(0)  # float64 reference (float32 inputs below, so rounded first)
+    exact32 = blocks.astype(np.float32).astype(np.float64).sum(0)
+    mem = GramMemory(None, 2, dtype=torch.float32, device=torch.device("cpu"))
+    plain = torch.zeros(2, 2, dtype=torch.float32)
+    for block in torch.from_numpy(blocks.astype(np.float32)):
+        mem.push(block)
+        plain += block
+    assert mem._buffer.shape == (2, 2, 2) and mem.active
+    err = np.abs(mem.total().double().numpy() - exact32).max() / np.abs(exact).max()
+    drift = np.abs(plain.double().numpy() - exact32).max() / np.abs(exact).max()
+    assert err < 2 * np.finfo(np.float32).eps < 8 * np.finfo(np.float32).eps < drift
+    assert not GramMemory(0, 2, dtype=D64, device=torch.device("cpu")).active
+
+
 # --------------------------------------------------------------- property tests
 from hypothesis import given, settings
 from hypothesis import strategies as st

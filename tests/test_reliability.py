@@ -458,6 +458,11 @@ def test_verbose_table_and_no_bar_without_a_terminal(capsys):
 # --------------------------------------------------------------- persistence
 def test_save_load_round_trip_and_continue(tmp_path):
     model = _fit(memory_depth=2, batch_size=16)
+    unlimited = _fit(memory_depth=None, batch_size=16)
+    unlimited.save(tmp_path / "unlimited.slim")
+    other = SlimTrainRegressor.load(tmp_path / "unlimited.slim")
+    assert other.memory_depth is None
+    np.testing.assert_array_equal(other.partial_fit(X0, Y0).predict(X0), unlimited.partial_fit(X0, Y0).predict(X0))
     path = tmp_path / "model.slim"
     model.save(path)
     loaded = SlimTrainRegressor.load(path)
