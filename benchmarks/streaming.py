@@ -27,6 +27,12 @@ Every subprocess uses one torch thread.
 
     python benchmarks/streaming.py              # 1e4, 1e5, 1e6 rows (3-5 min on a 2-core machine)
     python benchmarks/streaming.py --quick      # smoke run
+    python benchmarks/streaming.py --memory none 1000000   # sTik: every batch kept, two ways
+
+``--memory`` takes several depths (``none`` for ``memory_depth=None``) and streams each in
+turn in the same run, then compares them: the per-step cost of ``memory_depth=None`` (one
+running sum) must not grow along the stream, where a finite depth larger than the stream's
+batches re-sums every stored block at every step.
 """
 
 import argparse
@@ -55,7 +61,7 @@ def child(args):
     from sklearn_slimtrain.datasets import make_peaks
 
     torch.set_num_threads(1)
-    model = SlimTrainRegressor(memory_depth=args.memory, batch_size=args.batch_size, random_state=0)
+    model = SlimTrainRegressor(memory_depth=args.memory[0], batch_size=args.batch_size, random_state=0)
     X, y = make_peaks(args.chunk, random_state=10**6)
     model.partial_fit(X, y)  # warm-up chunk: imports, allocations, first optimizer state
     base = _rss_mb()
@@ -85,40 +91,28 @@ def child(args):
     print(json.dumps(out))
 
 
-def run(what, rows, args):
+def _memory_depth(text):
+    """``--memory`` values: an int, or ``none`` for ``memory_depth=None`` (every batch kept)."""
+    return None if text.lower() == "none" else int(text)
+
+
+def run(what, rows, args, memory):
     cmd = [sys.executable, __file__, "--child", "--what", what, "--rows", str(rows), "--chunk", str(args.chunk),
-           "--batch-size", str(args.batch_size), "--memory", str(args.memory)]
+           "--batch-size", str(args.batch_size), "--memory", str(memory).lower()]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
-    parser.add_argument("--chunk", type=int, default=10_000, help="rows per partial_fit call")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--memory", type=int, default=5, help="memory_depth")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--what", default="fit", help=argparse.SUPPRESS)
-    parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        return child(args)
-    if args.quick:
-        args.sizes, args.chunk = [500, 1000], 500
-
+def _stream(args, memory, several):
+    """The partial_fit table of one memory depth; returns its largest run's summary."""
     import statistics
 
-    import torch
-    from _common import machine, markdown_table
+    from _common import markdown_table
 
-    torch.set_num_threads(1)  # as every subprocess (the parent runs no torch work): machine() reports it
-    print(f"# Streaming benchmark ({machine()})\n")
-    print(f"SlimTrainRegressor(memory_depth={args.memory}, batch_size={args.batch_size}), "
+    print(f"SlimTrainRegressor(memory_depth={memory}, batch_size={args.batch_size}), "
           f"partial_fit on chunks of {args.chunk} rows of make_peaks.\n")
-    fits = [run("fit", n, args) for n in args.sizes]
+    fits = [run("fit", n, args, memory) for n in args.sizes]
     ref = fits[0]
     for r in fits:  # medians over the chunks of partial_fit's time per row, in microseconds
         r["wall_us"] = 1e6 * statistics.median(r["chunk_seconds"]) / args.chunk
@@ -131,12 +125,13 @@ def main(argv=None):
         rows.append([r["rows"], len(c), r["seconds"], r["wall_us"], r["wall_us"] / timing_ref["wall_us"],
                      r["cpu_us"], f"{1e6 * min(c) / args.chunk:.4g}-{1e6 * max(c) / args.chunk:.4g}",
                      r["cpu_us"] / timing_ref["cpu_us"], r["peak_mb"], r["peak_mb"] - ref["peak_mb"]])
-    print("## partial_fit\n")
+    print(f"## partial_fit (memory_depth={memory})\n" if several else "## partial_fit\n")
     print(f"Per-row times are medians over the chunks (one partial_fit call each); ratios against the "
           f"{timing_ref['rows']}-row size's medians.\n")
     print(markdown_table(["rows streamed", "chunks", "wall seconds (loop)", "wall us per row", "wall ratio",
                           "CPU us per row", "CPU us per row, chunk range", "CPU ratio", "peak RSS (MB)",
                           "peak RSS - first (MB)"], rows))
+    drift = [float("nan")] * 2
     if len(fits[-1]["chunk_cpu"]) >= 20:
         drift = [statistics.median(c[-10:]) / statistics.median(c[:10])
                  for c in (fits[-1]["chunk_seconds"], fits[-1]["chunk_cpu"])]
@@ -145,7 +140,45 @@ def main(argv=None):
     worst = max(r["peak_mb"] - ref["peak_mb"] for r in fits)
     print(f"\nPeak RSS grows by at most {worst:.1f} MB from {ref['rows']} to {fits[-1]['rows']} rows "
           f"(goal: within +50 MB).")
-    preds = [run("predict", n, args) for n in args.sizes]
+    return {"drift": drift[1], "cpu_us": fits[-1]["cpu_us"], "peak_mb": fits[-1]["peak_mb"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    parser.add_argument("--chunk", type=int, default=10_000, help="rows per partial_fit call")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--memory", type=_memory_depth, nargs="+", default=[5],
+                        help="memory_depth, or several (each streamed in turn); 'none' for None")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--what", default="fit", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    if args.quick:
+        args.sizes, args.chunk = [500, 1000], 500
+
+    import torch
+    from _common import machine, markdown_table
+
+    torch.set_num_threads(1)  # as every subprocess (the parent runs no torch work): machine() reports it
+    print(f"# Streaming benchmark ({machine()})\n")
+    summary = []
+    for i, memory in enumerate(args.memory):
+        print("\n" if i else "", end="")
+        summary.append(_stream(args, memory, several=len(args.memory) > 1))
+    if len(args.memory) > 1:
+        print("\n## Memory depths compared\n")
+        print(f"The {args.sizes[-1]}-row run of each depth: its last 10 chunks against its first 10 (median CPU "
+              "time per chunk), its median CPU time per row against the first depth's, and its peak RSS.\n")
+        first = summary[0]["cpu_us"]
+        print(markdown_table(["memory_depth", "CPU: last 10 / first 10 chunks", "CPU us per row",
+                              f"ratio to memory_depth={args.memory[0]}", "peak RSS (MB)"],
+                             [[str(m), s["drift"], s["cpu_us"], s["cpu_us"] / first, s["peak_mb"]]
+                              for m, s in zip(args.memory, summary)]))
+    preds = [run("predict", n, args, args.memory[0]) for n in args.sizes]
     rows = [[r["rows"], r["seconds"], r["x_mb"], r["pred_mb"], r["peak_mb"] - r["before_mb"]] for r in preds]
     print("\n## predict\n")
     print(markdown_table(["rows", "seconds", "X (MB, allocated before)", "predictions (MB)",

@@ -41,9 +41,11 @@ def test_epochs_benchmark_quick():
 
 
 def test_streaming_benchmark_quick():
-    out = _run("benchmarks/streaming.py", "--quick").stdout
-    assert "## partial_fit" in out and "## predict" in out and "| 1000 |" in out
+    out = _run("benchmarks/streaming.py", "--quick", "--memory", "5", "none").stdout
+    assert "## partial_fit (memory_depth=5)" in out and "## predict" in out and "| 1000 |" in out
     assert "1 torch threads" in out and "| 1000 | 2 |" in out  # the children's threads; 2 chunks of 500 rows
+    assert "## partial_fit (memory_depth=None)" in out and "## Memory depths compared" in out
+    assert "| None |" in out and "| 5 |" in out
 
 
 def test_cdr_benchmark_quick():
