@@ -91,7 +91,7 @@ def child(args):
     print(json.dumps(out))
 
 
-def _memory_depth(text):
+def memory_depth(text):
     """``--memory`` values: an int, or ``none`` for ``memory_depth=None`` (every batch kept)."""
     return None if text.lower() == "none" else int(text)
 
@@ -148,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
     parser.add_argument("--chunk", type=int, default=10_000, help="rows per partial_fit call")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--memory", type=_memory_depth, nargs="+", default=[5],
+    parser.add_argument("--memory", type=memory_depth, nargs="+", default=[5],
                         help="memory_depth, or several (each streamed in turn); 'none' for None")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -82,8 +82,9 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``r = infinity``): with a fixed ridge and a frozen extractor one
         epoch then gives exactly the Tikhonov solution on all rows, and
         ``partial_fit`` over a stream gives it on all rows seen.  The head
-        stores only the ``p x p`` sum of the batches' Gram matrices, so
-        memory and work per step do not grow with the number of batches.
+        stores only the ``p x p`` sum of the batches' Gram matrices (and its
+        rounding compensation), so memory and work per step do not grow
+        with the number of batches.
     batch_size : int, default=32
         Mini-batch size.  A pass over ``n`` rows makes ``max(n // batch_size, 1)``
         steps: the remainder joins the last batch (a short batch would leave the
@@ -421,9 +422,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         best, stopped = None, False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
-            try:
+            snapshot = self._snapshot()
+            try:  # an epoch and its scores are one unit: all or nothing
                 loss, scores, failure = self._checked_epoch(train, sw, val, early, zero_loss)
-            except KeyboardInterrupt:  # the model is as it was before the epoch
+            except KeyboardInterrupt:
+                self._restore(snapshot)
                 if incremental:
                     raise
                 warn_interrupted(f"in epoch {self.n_iter_ + 1}; the model holds " + (
@@ -431,7 +434,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                     f"its best epoch so far (best_validation_score_={self.best_validation_score_:.6g})"))
                 stopped = True
                 break
-            if failure is not None:  # restored to the state before the epoch
+            except BaseException:
+                self._restore(snapshot)  # nothing is left half-updated
+                raise
+            if failure is not None:
+                self._restore(snapshot)
                 warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate,
                               overflow=(self._dtype, float(np.abs(y2).max())) if failure == "overflow" else None,
                               exploded=(loss, zero_loss) if failure == "exploded" else None)

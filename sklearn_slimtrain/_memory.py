@@ -19,9 +19,11 @@ class GramMemory:
       subtractions, so rounding errors cannot accumulate over a long stream.
     * ``depth=None`` keeps every batch (sTik, the paper's (3.2)): only the running
       sum, with Kahan's compensation, so each step costs ``O(p^2)`` work and
-      memory whatever the number of batches, and the sum's rounding error stays
-      at a few units in the last place instead of growing with their number
-      (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., 4.3).
+      memory whatever the number of batches.  Each entry's rounding error stays
+      within a few units in the last place of the sum of its terms' magnitudes,
+      instead of growing with their number (Higham, *Accuracy and Stability of
+      Numerical Algorithms*, 2nd ed., 4.3): for these positive semidefinite
+      matrices, a few units in the last place of the sum's norm.
 
     Parameters
     ----------

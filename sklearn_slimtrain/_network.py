@@ -138,27 +138,21 @@ class _SeparableNetworkMixin:
         return tuple(bool(f) for f in flags.tolist())
 
     def _checked_epoch(self, train, sw, val, early, zero_loss):
-        """One epoch and its validation scores as one unit: all or nothing.
+        """One epoch, its verdict and (when it succeeded) its validation scores.
 
         ``train`` is ``(Xt, Yt, Wt, mass)``, ``sw`` the weights on the host, ``val``
         the validation set, ``zero_loss`` the loss of predicting zeros (None: no
-        explosion check).  A failed epoch (:class:`EpochResult`) and any exception,
-        Ctrl-C included, restore the state from before the epoch.
+        explosion check).  The caller restores the state from before the epoch
+        after a failure (:class:`EpochResult`) or an exception.
         """
-        snapshot = self._snapshot()
         try:
             loss = self._epoch(*train[:3], sw)
             weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
             failure = ("diverged" if not weights_ok else "overflow" if not state_ok else
                        "exploded" if exploding(loss, zero_loss) else None)
             scores = self._validation_scores(train, *val) if early and failure is None else (None, None)
-        except torch.linalg.LinAlgError:  # the head's eigh on non-finite features
-            loss, scores, failure = math.nan, (None, None), "diverged"
-        except BaseException:
-            self._restore(snapshot)  # nothing is left half-updated
-            raise
-        if failure is not None:
-            self._restore(snapshot)
+        except torch.linalg.LinAlgError:  # an eigh (step or head solve) on non-finite features
+            return EpochResult(math.nan, (None, None), "diverged")
         return EpochResult(loss, scores, failure)
 
     def _build_extractor(self, n_features_in):

@@ -35,7 +35,10 @@ from ._validation import FROZEN_PARAMS, frozen_params
 __all__ = ["cpu_copy", "load_model", "move_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
 
 FORMAT = "sklearn-slimtrain-model"
-FORMAT_VERSION = 1
+# 2: memory_depth=None (the memory holds a running sum).  A file is written with the lowest
+# version that describes it (1 unless memory_depth is None), so that older packages keep
+# reading every file they can and refuse the others with the version error.
+FORMAT_VERSION = 2
 # Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
 _FITTED = (
     "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
@@ -165,7 +168,7 @@ def save_model(est, path) -> None:
     )
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if est._head.memory.depth is None else 1,
         "class": type(est).__name__,
         "params": params,
         "params_to_pass_at_load": required,

@@ -134,7 +134,7 @@ class SlimTikHead:
         self,
         layout,
         *,
-        memory_depth: int,
+        memory_depth: int | None,
         batch_size: int,
         ridge: float | None,
         ridge_init: float,
@@ -384,7 +384,14 @@ class SlimTikHead:
         head.coef = coef.to(device)
         head.ridge = tensors["ridge"].to(device)
         head.per_step = tensors["per_step"].to(device)
-        head.memory._buffer = tensors["memory"].to(device)
+        memory, depth, q = tensors["memory"], head.memory.depth, coef.shape[0]
+        # [sum, compensation] for None; a finite depth's buffer fills block by block
+        fits = memory.dim() == 3 and tuple(memory.shape[1:]) == (q, q) and (
+            memory.shape[0] == 2 if depth is None else memory.shape[0] <= depth)
+        if not fits:
+            raise ValueError(f"the saved head's memory has shape {tuple(memory.shape)}, which does not fit "
+                             f"memory_depth={depth} and {q} weights: the file is damaged.")
+        head.memory._buffer = memory.to(device)
         head.memory._next = int(scalars["memory_next"])
         n_seen = scalars["n_seen"]  # an int, or a float after steps with sample weights
         head.n_seen = float(n_seen) if isinstance(n_seen, float) else int(n_seen)

@@ -4,9 +4,12 @@ The battery is one table (``BATTERY``): an id, the input, and the expected outco
 beside it.  ``docs/reliability.md`` shows the same table; a test keeps the two in step.
 """
 
+import io
+import json
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -458,11 +461,6 @@ def test_verbose_table_and_no_bar_without_a_terminal(capsys):
 # --------------------------------------------------------------- persistence
 def test_save_load_round_trip_and_continue(tmp_path):
     model = _fit(memory_depth=2, batch_size=16)
-    unlimited = _fit(memory_depth=None, batch_size=16)
-    unlimited.save(tmp_path / "unlimited.slim")
-    other = SlimTrainRegressor.load(tmp_path / "unlimited.slim")
-    assert other.memory_depth is None
-    np.testing.assert_array_equal(other.partial_fit(X0, Y0).predict(X0), unlimited.partial_fit(X0, Y0).predict(X0))
     path = tmp_path / "model.slim"
     model.save(path)
     loaded = SlimTrainRegressor.load(path)
@@ -477,6 +475,31 @@ def test_save_load_round_trip_and_continue(tmp_path):
     with pytest.raises(ValueError, match="memory_depth was 2 when this model was initialised and is now 5"):
         other.partial_fit(X0, Y0)
     other.set_params(memory_depth=2).partial_fit(X0, Y0)  # learning_rate is not structural
+    unlimited = _fit(memory_depth=None, batch_size=16)
+    unlimited.save(tmp_path / "unlimited.slim")
+    other = SlimTrainRegressor.load(tmp_path / "unlimited.slim")
+    assert other.memory_depth is None
+    np.testing.assert_array_equal(other.partial_fit(X0, Y0).predict(X0), unlimited.partial_fit(X0, Y0).predict(X0))
+    # the lowest format version that describes the file: older packages read the others
+    versions = [json.loads(zipfile.ZipFile(p).read("model.json"))["format_version"]
+                for p in (path, tmp_path / "unlimited.slim")]
+    assert versions == [1, 2]
+
+
+def test_a_damaged_memory_in_a_model_file_is_refused_at_load(tmp_path):
+    for depth, bad in [(None, (1, 3, 3)), (2, (3, 17, 17)), (2, (1, 16, 16))]:
+        path = tmp_path / f"m{depth}.slim"
+        _fit(memory_depth=depth).save(path)
+        with zipfile.ZipFile(path) as z:
+            meta, tensors = z.read("model.json"), torch.load(io.BytesIO(z.read("tensors.pt")), weights_only=True)
+        tensors["head"]["memory"] = torch.zeros(bad, dtype=torch.float64)
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("model.json", meta)
+            z.writestr("tensors.pt", buffer.getvalue())
+        with pytest.raises(ValueError, match=rf"memory has shape {re.escape(str(bad))}.*memory_depth={depth}"):
+            SlimTrainRegressor.load(path)
 
 
 def test_load_needs_the_custom_module_and_checks_it(tmp_path):
@@ -523,9 +546,6 @@ class _Payload:
 
 
 def test_a_model_file_cannot_run_code(tmp_path):
-    import io
-    import zipfile
-
     model = _fit()
     path = tmp_path / "m.slim"
     model.save(path)
