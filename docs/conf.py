@@ -77,6 +77,7 @@ GALLERY_EXAMPLES = [
     "custom_module.py",
     "demo_peaks.py",
     "plot_autoencoder.py",
+    "plot_stik_fixed_features.py",
 ]
 _names = "|".join(re.escape(name) for name in GALLERY_EXAMPLES)
 

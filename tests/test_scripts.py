@@ -34,6 +34,18 @@ def test_demo_runs():
     assert "SlimTrainRegressor()" in out and "MLPRegressor()" in out
 
 
+def test_stik_example_shows_the_papers_figure_1():
+    # sTik (memory_depth=None, frozen features, fixed ridge) reaches the Tikhonov weights in
+    # one epoch; Adam on the same batches stays far from them at every learning rate
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    out = subprocess.run([sys.executable, "examples/plot_stik_fixed_features.py"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    stik = float(out.split("sTik after one epoch: relative error ")[1].split()[0])
+    adam = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("Adam, lr")
+            and "relative error" in line]
+    assert stik < 1e-10 and len(adam) == 3 and min(adam) > 0.5
+
+
 def test_epochs_benchmark_quick():
     out = _run("benchmarks/epochs.py", "--epochs", "1", "--seeds", "0", "--n-jobs", "1").stdout
     assert "| 1 |" in out
