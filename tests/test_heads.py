@@ -116,9 +116,10 @@ def _autoencoder_data(n=48, seed=0):
     return rng.standard_normal((n, 6)), rng.standard_normal((n, 2 * 6 * 6))
 
 
+@pytest.mark.parametrize("memory_depth", [10, None])  # 6 batches: both keep every one
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("refit", [False, True])
-def test_one_epoch_with_frozen_extractor_is_closed_form_tikhonov_for_conv_weights(refit, weighted):
+def test_one_epoch_with_frozen_extractor_is_closed_form_tikhonov_for_conv_weights(refit, weighted, memory_depth):
     # fixed ridge, memory holding every batch: one epoch of slimTik solves
     # min (1/M) sum_i s_i 1/2 ||K(w) z_i - y_i||^2 + lam/2 ||w||^2 exactly (bias among w;
     # sample weights s_i, M their sum; s_i = 1 and M = N without sample_weight)
@@ -127,7 +128,7 @@ def test_one_epoch_with_frozen_extractor_is_closed_form_tikhonov_for_conv_weight
     lam = 0.05
     head = nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1)
     extractor = _Frozen(6, (3, 3, 3))
-    model = SlimTrainRegressor(extractor, head=head, ridge=lam, memory_depth=10, batch_size=8, max_iter=1,
+    model = SlimTrainRegressor(extractor, head=head, ridge=lam, memory_depth=memory_depth, batch_size=8, max_iter=1,
                                refit_head=refit, dtype="float64", random_state=0)
     model.fit(X, Y, sample_weight=s if weighted else None)
     Z = extractor.double()(torch.tensor(X))
