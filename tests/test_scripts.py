@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _run(*args, **env_vars):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_vars)
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
 
 
@@ -35,15 +35,15 @@ def test_demo_runs():
 
 
 def test_stik_example_shows_the_papers_figure_1():
-    # sTik (memory_depth=None, frozen features, fixed ridge) reaches the Tikhonov weights in
-    # one epoch; Adam on the same batches stays far from them at every learning rate
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    out = subprocess.run([sys.executable, "examples/plot_stik_fixed_features.py"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    # sTik (memory_depth=None, frozen features, fixed ridge) reaches the Tikhonov weights at
+    # the epoch's last step, not before; Adam on the same batches stays far from them at
+    # the example's three learning rates
+    out = _run("examples/plot_stik_fixed_features.py", MPLBACKEND="Agg").stdout
+    before = float(out.split("before the end of the epoch: relative error ")[1].split()[0])
     stik = float(out.split("sTik after one epoch: relative error ")[1].split()[0])
     adam = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("Adam, lr")
             and "relative error" in line]
-    assert stik < 1e-10 and len(adam) == 3 and min(adam) > 0.5
+    assert stik < 1e-10 and before > 1e-3 and len(adam) == 3 and min(adam) > 0.5
 
 
 def test_epochs_benchmark_quick():
