@@ -32,7 +32,18 @@ def peaks(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     )
 
 
-_N_SAMPLES = [Interval(Integral, 1, None, closed="left")]
+class _Count(Interval):
+    """``Interval(Integral, low, None)`` without the booleans (``True`` is an Integral to
+    scikit-learn, and NumPy's samplers then fail with "an integer is required")."""
+
+    def __init__(self, low: int = 1):
+        super().__init__(Integral, low, None, closed="left")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
+
+
+_N_SAMPLES = [_Count()]
 _NOISE = [Interval(Real, 0, None, closed="left")]  # a standard deviation (NaN is refused too)
 
 
@@ -77,7 +88,7 @@ def make_peaks(
 @validate_params(
     {
         "n_samples": _N_SAMPLES,
-        "n_times": [Interval(Integral, 1, None, closed="left")],
+        "n_times": [_Count()],
         "final_time": [Interval(Real, 0, None, closed="neither")],
         "noise": _NOISE,
         "random_state": ["random_state"],
@@ -144,8 +155,8 @@ def make_oscillator(
 @validate_params(
     {
         "n_samples": _N_SAMPLES,
-        "grid": [Interval(Integral, 2, None, closed="left")],
-        "n_steps": [Interval(Integral, 12, None, closed="left")],
+        "grid": [_Count(2)],
+        "n_steps": [_Count(12)],
         "noise": _NOISE,
         "random_state": ["random_state"],
     },

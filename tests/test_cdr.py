@@ -299,6 +299,7 @@ def test_make_cdr_step_rule_is_seed_independent():
     [
         ({"n_samples": 0}, "'n_samples' parameter of make_cdr"),
         ({"n_samples": 2.5}, "'n_samples' parameter of make_cdr"),
+        ({"n_samples": True}, "'n_samples' parameter of make_cdr"),
         ({"grid": 8.7}, "'grid' parameter of make_cdr"),
         ({"grid": 0}, "'grid' parameter of make_cdr"),
         ({"n_steps": 0}, "'n_steps' parameter of make_cdr"),

@@ -35,6 +35,9 @@ def test_oscillator_solves_its_ode():
     [
         (make_peaks, {"n_samples": -1}, "n_samples"),
         (make_peaks, {"n_samples": 2.5}, "n_samples"),
+        (make_peaks, {"n_samples": True}, "n_samples"),  # an Integral to Python, not a count
+        (make_oscillator, {"n_samples": True}, "n_samples"),
+        (make_oscillator, {"n_times": True}, "n_times"),
         (make_peaks, {"noise": -0.1}, "noise"),
         (make_peaks, {"noise": float("nan")}, "noise"),
         (make_peaks, {"random_state": "seed"}, "random_state"),
