@@ -39,6 +39,7 @@ FORMAT = "sklearn-slimtrain-model"
 # version that describes it (1 unless memory_depth is None), so that older packages keep
 # reading every file they can and refuse the others with the version error.
 FORMAT_VERSION = 2
+_FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None still is
 # Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
 _FITTED = (
     "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
@@ -168,7 +169,7 @@ def save_model(est, path) -> None:
     )
     meta = {
         "format": FORMAT,
-        "format_version": 2 if est._head.memory.depth is None else 1,
+        "format_version": FORMAT_VERSION if est._head.memory.depth is None else _FIRST_FORMAT_VERSION,
         "class": type(est).__name__,
         "params": params,
         "params_to_pass_at_load": required,
