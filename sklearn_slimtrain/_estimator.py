@@ -411,7 +411,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         if not incremental:
             start_monitoring(self, early)
         for group in self._optimizer.param_groups if self._optimizer is not None else ():
-            group["lr"] = self.learning_rate  # set_params(learning_rate=...) keeps the moments
+            group["lr"] = float(self.learning_rate)  # set_params(learning_rate=...) keeps the moments
         self._head.max_change = float(self.ridge_max_change)  # as the learning rate: on the next step
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
             (X, y2, sw), val = holdout(self._rng, self.validation_fraction, X, y2, sw)

@@ -74,7 +74,7 @@ _LINEARITY_RTOL = 1e-8
 def _probe(shape, dtype, device) -> Tensor:
     """Positive random features (in [1, 2)) from a private generator: no global RNG draw."""
     g = torch.Generator(device="cpu").manual_seed(0)
-    return (torch.rand(shape, generator=g, dtype=torch.float64) + 1.0).to(dtype=dtype, device=device)
+    return (torch.rand(shape, generator=g, dtype=torch.float64, device="cpu") + 1.0).to(dtype=dtype, device=device)
 
 
 def _block_structure(pattern: Tensor):
@@ -87,11 +87,11 @@ def _block_structure(pattern: Tensor):
     """
     overlap = (pattern.T.double() @ pattern.double()) > 0
     n = overlap.shape[0]
-    label = torch.full((n,), -1, dtype=torch.long)
+    label = torch.full((n,), -1, dtype=torch.long, device=pattern.device)
     for start in range(n):  # connected components, once at initialisation
         if label[start] >= 0:
             continue
-        member = torch.zeros(n, dtype=torch.bool)
+        member = torch.zeros(n, dtype=torch.bool, device=pattern.device)
         member[start] = True
         frontier = member.clone()
         while frontier.any():
@@ -274,7 +274,7 @@ class ConvLayout(_LayerLayout):
         # TF32 (11 significant bits) or use inexact algorithms (Winograd, FFT).
         basis = basis_layer(layer).to(dtype=torch.float64, device="cpu")
         spatial = self.feature_shape[1:]
-        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=torch.float64)
+        numbered = torch.arange(1, math.prod(spatial) + 1, dtype=torch.float64, device="cpu")
         numbered = numbered.reshape(1, 1, *spatial).expand(1, self.c_in, *spatial).contiguous()
         probe = _probe((2, *self.feature_shape), torch.float64, "cpu")
         with torch.no_grad():
@@ -295,10 +295,10 @@ class ConvLayout(_LayerLayout):
     def _tap_classes(self, device):
         """Taps that never share an output position, with their positions and gather indices."""
         used = (self._index > 0).T.cpu()  # (positions, taps)
-        classes = _block_structure(used) or [(torch.arange(used.shape[0]), torch.arange(self.taps))]
+        classes = _block_structure(used) or [(torch.arange(used.shape[0], device="cpu"), torch.arange(self.taps, device="cpu"))]
         blocks = []
         for rows, taps in classes:
-            cols = (taps[:, None] * self.c_in + torch.arange(self.c_in)[None, :]).reshape(-1)
+            cols = (taps[:, None] * self.c_in + torch.arange(self.c_in, device="cpu")[None, :]).reshape(-1)
             gather = self._index.cpu()[taps][:, rows].T.reshape(-1)  # (positions x taps) of the class
             blocks.append((rows.to(device), cols.to(device), gather.to(device), len(taps)))
         return blocks
@@ -409,7 +409,7 @@ class OperatorLayout(_LayerLayout):
         check = copy.deepcopy(self.layer).to(dtype=torch.float64, device="cpu")
         probe = _probe((1, *self.feature_shape), torch.float64, "cpu")
         g = torch.Generator(device="cpu").manual_seed(0)
-        w1, w2 = (torch.randn(self.shape[0], 1, generator=g, dtype=torch.float64) for _ in range(2))
+        w1, w2 = (torch.randn(self.shape[0], 1, generator=g, dtype=torch.float64, device="cpu") for _ in range(2))
         with torch.no_grad():
             f1, f2, f12 = (functional_call(check, self.weights(w), (probe,)) for w in (w1, w2, 2.0 * w1 - 3.0 * w2))
         scale = float(f1.abs().max() + f2.abs().max()) + 1e-300

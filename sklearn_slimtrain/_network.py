@@ -39,6 +39,30 @@ class EpochResult(NamedTuple):
     # (the optimizer's state alone not finite) or "exploded" (see _progress.EXPLOSION_FACTOR)
 
 
+def _tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A copy of ``array`` on ``device``: a view with negative strides (``X[::-1]``,
+    ``np.flip``), which ``torch.tensor`` refuses, is copied first (other layouts are not)."""
+    if any(stride < 0 for stride in array.strides):
+        array = array.copy()
+    return torch.tensor(array, dtype=dtype, device=device)
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device):
+    """Torch's global RNG seeded with ``seed`` inside the block, and as it was after it.
+
+    The CPU's generator, and the CUDA device's when ``device`` is one (an MPS
+    generator is not forked): the caller's generators are left as they were.
+    """
+    cuda = [device_index(device)] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def _clone(state):
     """A copy of a state dict: tensors cloned, containers rebuilt, anything else deep-copied.
 
@@ -62,11 +86,11 @@ class _SeparableNetworkMixin:
     def _training_tensors(self, X, y2, sw):
         """``(Xt, Yt, Wt, mass)`` on the model's device: weights in the head's dtype, ``mass`` their sum."""
         device = torch.device(self.device_)
-        Xt = torch.tensor(X, dtype=self._dtype, device=device)
-        Yt = torch.tensor(y2, dtype=self._head.dtype, device=device)
+        Xt = _tensor(X, self._dtype, device)
+        Yt = _tensor(y2, self._head.dtype, device)
         if sw is None:
             return Xt, Yt, None, None
-        return Xt, Yt, torch.tensor(sw, dtype=self._head.dtype, device=device), float(sw.sum())
+        return Xt, Yt, _tensor(sw, self._head.dtype, device), float(sw.sum())
 
     def _validation_scores(self, train, X_val, y_val, sw_val=None):
         """Validation loss and R2 (weighted by ``sw_val``) of the model as ``fit`` would return it now (not recorded).
@@ -128,11 +152,13 @@ class _SeparableNetworkMixin:
         """
         weights = [torch.isfinite(p).all() for p in self.feature_extractor_.parameters()]
         weights.append(torch.isfinite(self._head.coef).all())
-        # The state tensors shaped like their parameter (moments, momentum buffers): they
-        # live on its device (Adam keeps its scalar step count on the CPU).
+        # The state tensors shaped like their parameter and on its device (moments, momentum
+        # buffers).  Adam keeps its step count as a 0-d CPU tensor, which has the shape of a
+        # 0-d parameter: the device test keeps it out of a stack with CUDA tensors.
         per_param = self._optimizer.state.items() if self._optimizer is not None else ()
         state = [torch.isfinite(v).all() for param, entry in per_param for v in entry.values()
-                 if torch.is_tensor(v) and v.is_floating_point() and v.shape == param.shape]
+                 if torch.is_tensor(v) and v.is_floating_point() and v.shape == param.shape
+                 and v.device == param.device]
         ones = weights[-1].new_ones(())
         flags = torch.stack([torch.stack(weights).all(), torch.stack(state).all() if state else ones])
         return tuple(bool(f) for f in flags.tolist())
@@ -158,7 +184,8 @@ class _SeparableNetworkMixin:
     def _build_extractor(self, n_features_in):
         spec = self.feature_extractor
         if spec is None:
-            return ResNetFeatures(n_features_in)
+            with torch.device("cpu"):  # built on the CPU whatever torch's default device, then moved
+                return ResNetFeatures(n_features_in)
         module = copy.deepcopy(spec) if isinstance(spec, nn.Module) else spec(n_features_in)
         if not isinstance(module, nn.Module):
             raise TypeError(
@@ -168,14 +195,18 @@ class _SeparableNetworkMixin:
         return module
 
     def _new_extractor(self, probe, device):
-        """The extractor with its initial weights (from ``_torch_seed``) and its output on ``probe``."""
-        with torch.random.fork_rng(devices=[]):  # the CPU generator only: the user's GPU RNG is left alone
-            torch.default_generator.manual_seed(self._torch_seed)
+        """The extractor with its initial weights (from ``_torch_seed``) and its output on ``probe``.
+
+        The draws happen under :func:`_seeded_rng`: on the CPU for the layers built
+        there, and on the model's CUDA device for those that materialise there
+        (a lazy layer at the probe, a module a callable builds on the GPU).
+        """
+        with _seeded_rng(self._torch_seed, device):
             module = self._build_extractor(probe.shape[1]).to(device=device, dtype=self._dtype)
             training = module.training
             try:  # in eval mode: no BatchNorm statistics updated, no dropout drawn
                 with torch.no_grad():
-                    out = module.eval()(torch.tensor(probe, dtype=self._dtype, device=device))
+                    out = module.eval()(_tensor(probe, self._dtype, device))
             except Exception as exc:  # the user's module: say which parameter and which input
                 raise ValueError(f"feature_extractor cannot be applied to X with {probe.shape[1]} features: "
                                  f"{type(exc).__name__}: {exc}") from exc
@@ -194,14 +225,8 @@ class _SeparableNetworkMixin:
         if seed is None:
             yield
             return
-        device = torch.device(self.device_)
-        cuda = [device_index(device)] if device.type == "cuda" else []
         epoch_seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
-        with torch.random.fork_rng(devices=cuda):
-            torch.default_generator.manual_seed(epoch_seed)
-            for index in cuda:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(epoch_seed)
+        with _seeded_rng(epoch_seed, torch.device(self.device_)):
             yield
 
     def _make_optimizer(self, module):
@@ -212,8 +237,8 @@ class _SeparableNetworkMixin:
         if self.optimizer in ("adam", "sgd"):
             cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
             # foreach: one fused update for all parameter tensors (the default on CUDA only)
-            return cls(params, lr=self.learning_rate, foreach=True)
-        return self.optimizer(params, lr=self.learning_rate)  # a class, checked by fit
+            return cls(params, lr=float(self.learning_rate), foreach=True)
+        return self.optimizer(params, lr=float(self.learning_rate))  # a class, checked by fit
 
     def _epoch(self, Xt, Yt, Wt=None, sw=None):
         """One pass over ``(Xt, Yt)``; returns the mean training loss (one sync).
@@ -290,8 +315,7 @@ class _SeparableNetworkMixin:
         self.feature_extractor_.eval()
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             rows = slice(start, start + PREDICT_CHUNK)
-            x = X[rows] if isinstance(X, torch.Tensor) else torch.tensor(
-                X[rows], dtype=self._dtype, device=torch.device(self.device_))
+            x = X[rows] if isinstance(X, torch.Tensor) else _tensor(X[rows], self._dtype, torch.device(self.device_))
             yield rows, self._features(x).to(self._head.dtype)
 
     def _head_weights(self):

@@ -15,9 +15,11 @@ Two formats:
   (or optimizer class) must be passed to ``load`` again.
 """
 
+import contextlib
 import copy
 import io
 import json
+import os
 import pickle
 import zipfile
 from numbers import Integral, Real
@@ -49,9 +51,16 @@ _FITTED = (
 
 
 def to_cpu(obj):
-    """Copy of a nested (optimizer) state dict with every tensor on the CPU."""
+    """Copy of a nested (optimizer) state dict with every tensor on the CPU.
+
+    NumPy scalars become Python numbers: ``torch.load(weights_only=True)`` refuses
+    them, and they reach the state through the parameters (a learning rate from
+    ``np.logspace`` in a grid search, an optimizer class's NumPy hyper-parameters).
+    """
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
+    if isinstance(obj, np.generic):
+        return obj.item()
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -94,18 +103,27 @@ def unpickle_state(est, state: dict) -> None:
 
 
 def move_model(est, device: torch.device) -> None:
-    """Move a fitted model to ``device``: extractor, head (memory included) and optimizer state."""
+    """Move a fitted model to ``device``: extractor, head (memory included) and optimizer state.
+
+    All or nothing: when a move fails (e.g. out of device memory), what was moved
+    goes back to ``device_`` before the error propagates.
+    """
     optimizer_state = None if est._optimizer is None else est._optimizer.state_dict()
-    _place(est, device, optimizer_state)
+    try:
+        _place(est, device, optimizer_state)
+    except BaseException:
+        _place(est, torch.device(est.device_), optimizer_state)
+        raise
 
 
 def _place(est, device, optimizer_state):
-    est.device_ = str(device)
+    """Put extractor, head and optimizer state on ``device``; ``device_`` is set last."""
     est.feature_extractor_.to(device)
     est._head.to(device)
     est._optimizer = est._make_optimizer(est.feature_extractor_)
     if optimizer_state is not None and est._optimizer is not None:
         est._optimizer.load_state_dict(optimizer_state)
+    est.device_ = str(device)
 
 
 # --------------------------------------------------------------- model file
@@ -118,8 +136,8 @@ def _builtin_config(module):
 
 def _encode_param(name, value, tensors):
     """JSON form of one parameter, or None when it must be given again at load."""
-    if value is None or isinstance(value, (bool, str)):
-        return {"value": value}
+    if value is None or isinstance(value, (bool, np.bool_, str)):
+        return {"value": bool(value) if isinstance(value, np.bool_) else value}
     if isinstance(value, Integral):
         return {"value": int(value)}
     if isinstance(value, Real):
@@ -181,9 +199,29 @@ def save_model(est, path) -> None:
     }
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", json.dumps(meta, indent=1))
-        archive.writestr("tensors.pt", buffer.getvalue())
+    text = json.dumps(meta, indent=1)
+    if not isinstance(path, (str, PathLike)):  # an open file: written as it is
+        _write_archive(path, text, buffer.getvalue())
+        return
+    # A new file next to the target, then renamed over it: a failure while writing (a full
+    # disk, Ctrl-C) leaves the previous file at path intact.  open(..., "xb") creates it
+    # with the permissions the umask gives any new file.
+    target = os.fspath(path)
+    partial = f"{target}.{os.getpid()}.partial"
+    try:
+        with open(partial, "xb") as stream:
+            _write_archive(stream, text, buffer.getvalue())
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise
+
+
+def _write_archive(stream, text, raw):
+    with zipfile.ZipFile(stream, "w") as archive:
+        archive.writestr("model.json", text)
+        archive.writestr("tensors.pt", raw)
 
 
 def _class_name(cls) -> str:
@@ -202,10 +240,13 @@ def _read(path):
             raw = archive.read("tensors.pt")
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path!s} is not a sklearn-slimtrain model file (written by save): {exc}") from exc
-    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0) if isinstance(meta, dict) else None
+    if (not isinstance(meta, dict) or meta.get("format") != FORMAT or type(version) is not int
+            or version > FORMAT_VERSION):
+        found = (meta.get("format"), meta.get("format_version")) if isinstance(meta, dict) else (None, None)
         raise ValueError(
             f"{path!s} is not a sklearn-slimtrain model file of format version <= {FORMAT_VERSION} "
-            f"(found format={meta.get('format')!r}, version={meta.get('format_version')!r})."
+            f"(found format={found[0]!r}, version={found[1]!r})."
         )
     try:  # weights_only=True: tensors, dicts, lists, numbers and strings only; never code
         tensors = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
@@ -214,7 +255,37 @@ def _read(path):
             f"{path!s} holds objects other than tensors and plain data; refusing to load it "
             f"(torch.load(weights_only=True)): {exc}"
         ) from exc
+    missing = _missing_entries(meta, tensors)
+    if missing:
+        raise ValueError(f"{path!s} is damaged: it lacks or mangles {', '.join(missing)}.")
     return meta, tensors
+
+
+# What load_model reads unconditionally (entries added in later versions are optional).
+_META_ENTRIES = {"params": dict, "params_to_pass_at_load": list, "head": dict, "fitted": dict}
+_FITTED_ENTRIES = {"n_features_in_": int, "n_outputs_": int, "device_": str, "_dtype": str, "_rng": list}
+_HEAD_SCALARS = ("batch_size", "fixed", "max_change", "rule", "n_seen", "memory_next")
+_TENSORS = {"extractor": dict, "optimizer": (dict, type(None)), "head": dict, "rng_keys": torch.Tensor}
+_HEAD_TENSORS = ("coef", "ridge", "per_step", "memory", "path")
+
+
+def _missing_entries(meta, tensors) -> list:
+    """The entries of a model file that are absent or of the wrong type (none in a file ``save`` wrote)."""
+    def wrong(container, entries, where):
+        return [f"{where}[{name!r}]" for name, kind in entries.items()
+                if not isinstance(container.get(name), kind) or isinstance(container.get(name), bool)]
+
+    missing = wrong(meta, _META_ENTRIES, "model.json")
+    if not isinstance(tensors, dict):
+        return [*missing, "tensors.pt"]
+    missing += wrong(tensors, _TENSORS, "tensors.pt")
+    if isinstance(meta.get("fitted"), dict):
+        missing += wrong(meta["fitted"], _FITTED_ENTRIES, "model.json fitted")
+    if isinstance(meta.get("head"), dict):
+        missing += [f"model.json head[{k!r}]" for k in _HEAD_SCALARS if k not in meta["head"]]
+    if isinstance(tensors.get("head"), dict):
+        missing += wrong(tensors["head"], dict.fromkeys(_HEAD_TENSORS, torch.Tensor), "tensors.pt head")
+    return missing
 
 
 def load_model(cls, path, **params):
@@ -237,7 +308,8 @@ def load_model(cls, path, **params):
     values = {}
     for name, encoded in meta["params"].items():
         if "resnet" in encoded:
-            module = ResNetFeatures(**encoded["resnet"])
+            with torch.device("cpu"):  # whatever torch's default device: the parameter is stored on the CPU
+                module = ResNetFeatures(**encoded["resnet"])
             lazy = {k for k, v in module.state_dict().items() if torch.nn.parameter.is_lazy(v)}
             keys = module.load_state_dict(tensors["param_extractor"], strict=not lazy)
             if lazy and (set(keys.missing_keys) != lazy or keys.unexpected_keys):
@@ -263,7 +335,8 @@ def load_model(cls, path, **params):
     est._rng = np.random.RandomState()
     est._rng.set_state((name, tensors["rng_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
     if meta["extractor"] is not None and "feature_extractor" not in params:
-        module = ResNetFeatures(**meta["extractor"])
+        with torch.device("cpu"):
+            module = ResNetFeatures(**meta["extractor"])
     else:
         module = est._build_extractor(est.n_features_in_)
     module.to(device="cpu", dtype=est._dtype)  # before loading: float64 weights must not pass through float32
@@ -275,8 +348,12 @@ def load_model(cls, path, **params):
         ) from exc
     est.feature_extractor_ = module
     training = module.training
-    with torch.no_grad():  # the head's layout needs the shape of the features
-        out = module.eval()(torch.zeros((2, est.n_features_in_), dtype=est._dtype))
+    try:
+        with torch.no_grad():  # the head's layout needs the shape of the features
+            out = module.eval()(torch.zeros((2, est.n_features_in_), dtype=est._dtype, device="cpu"))
+    except Exception as exc:  # a wrong n_features_in_, or a module passed at load that does not fit it
+        raise ValueError(f"the feature_extractor of {path!s} cannot be applied to its recorded "
+                         f"n_features_in_={est.n_features_in_}: {type(exc).__name__}: {exc}") from exc
     module.train(training)
     layout = est._layout(out, est.n_outputs_)  # checked at fit; only the shape is read here
     est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"), layout)

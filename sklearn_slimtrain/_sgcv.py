@@ -153,7 +153,7 @@ def _term_constants(like):
         table = torch.tensor([[1.0, -1.0, 1.0, -2.0, 2.0],  # residual
                               [1.0, 1.0, 1.0, 2.0, 2.0],  # sum of the terms' magnitudes
                               [0.0, 1.0, 1.0, 0.0, 1.0]],  # columns multiplied by Lambda
-                             dtype=torch.float64)
+                             dtype=torch.float64, device="cpu")
         table = table.to(dtype=like.dtype, device=like.device) if is_tensor else table.numpy().astype(like.dtype)
         eps = float((torch if is_tensor else np).finfo(like.dtype).eps)
         _TERM_CONSTANTS[key] = (table[0], table[1], table[2], 1.0 - table[2], eps)

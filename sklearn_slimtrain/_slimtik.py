@@ -122,7 +122,7 @@ def _unit_grid(like, size: int):
     is_tensor = isinstance(like, Tensor)
     key = (is_tensor, like.dtype, like.device if is_tensor else None, size)
     if key not in _UNIT_GRID:
-        grid = torch.pow(10.0, torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, size, dtype=torch.float64))
+        grid = torch.pow(10.0, torch.linspace(GRID_LOG10_LO, GRID_LOG10_HI, size, dtype=torch.float64, device="cpu"))
         grid = grid.to(dtype=like.dtype, device=like.device) if is_tensor else grid.numpy().astype(like.dtype)
         _UNIT_GRID[key] = grid, float(array_module(like).finfo(like.dtype).tiny)
     return _UNIT_GRID[key]

@@ -385,14 +385,20 @@ class SlimTikHead:
         head.ridge = tensors["ridge"].to(device)
         head.per_step = tensors["per_step"].to(device)
         memory, depth, q = tensors["memory"], head.memory.depth, coef.shape[0]
-        # [sum, compensation] for None; a finite depth's buffer fills block by block
+        following = scalars["memory_next"]
+        # [sum, compensation] for None; a finite depth's buffer fills block by block, the
+        # next push appending until it is full and overwriting slot memory_next after
         fits = memory.dim() == 3 and tuple(memory.shape[1:]) == (q, q) and (
             memory.shape[0] == 2 if depth is None else memory.shape[0] <= depth)
-        if not fits:
-            raise ValueError(f"the saved head's memory has shape {tuple(memory.shape)}, which does not fit "
-                             f"memory_depth={depth} and {q} weights: the file is damaged.")
+        slot_ok = isinstance(following, int) and (
+            following == 0 if not depth else
+            following == memory.shape[0] if memory.shape[0] < depth else 0 <= following < depth)
+        if not (fits and slot_ok):
+            raise ValueError(f"the saved head's memory has shape {tuple(memory.shape)} and next slot "
+                             f"{following!r}, which do not fit memory_depth={depth} and {q} weights: "
+                             "the file is damaged.")
         head.memory._buffer = memory.to(device)
-        head.memory._next = int(scalars["memory_next"])
+        head.memory._next = following
         n_seen = scalars["n_seen"]  # an int, or a float after steps with sample weights
         head.n_seen = float(n_seen) if isinstance(n_seen, float) else int(n_seen)
         head._path = tensors["path"].numpy().astype(np.float64)

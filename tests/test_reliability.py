@@ -502,6 +502,159 @@ def test_a_damaged_memory_in_a_model_file_is_refused_at_load(tmp_path):
             SlimTrainRegressor.load(path)
 
 
+def _rewrite(path, edit_meta=None, edit_tensors=None):
+    """Rewrite a model file with ``edit_meta(meta)`` and ``edit_tensors(tensors)`` applied."""
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read("model.json"))
+        tensors = torch.load(io.BytesIO(z.read("tensors.pt")), weights_only=True)
+    for edit, obj in ((edit_meta, meta), (edit_tensors, tensors)):
+        if edit is not None:
+            edit(obj)
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model.json", json.dumps(meta))
+        z.writestr("tensors.pt", buffer.getvalue())
+
+
+@pytest.mark.parametrize("edit_meta, edit_tensors, message", [
+    (lambda m: m.update(format_version="2"), None, r"not a sklearn-slimtrain model file.*version='2'"),
+    (lambda m: m.pop("fitted"), None, r"damaged: it lacks or mangles model.json\['fitted'\]"),
+    (lambda m: m["fitted"].pop("_rng"), None, r"model.json fitted\['_rng'\]"),
+    (lambda m: m["head"].pop("n_seen"), None, r"model.json head\['n_seen'\]"),
+    (None, lambda t: t["head"].pop("coef"), r"tensors.pt head\['coef'\]"),
+    (None, lambda t: t.update(rng_keys=[1, 2]), r"tensors.pt\['rng_keys'\]"),
+    (lambda m: m["fitted"].update(n_features_in_=5), None,
+     r"cannot be applied to its recorded n_features_in_=5: RuntimeError"),
+    (lambda m: m["head"].update(memory_next=99), None, r"next slot 99, which do not fit memory_depth=3"),
+    (lambda m: m["head"].update(memory_next=0), None, r"next slot 0, which do not fit memory_depth=3"),
+])
+def test_a_damaged_model_file_is_refused_with_a_value_error(tmp_path, edit_meta, edit_tensors, message):
+    # each damage used to surface as a KeyError, TypeError, RuntimeError, or (memory_next)
+    # an IndexError at the next partial_fit
+    path = tmp_path / "m.slim"
+    _fit(memory_depth=3, batch_size=30, max_iter=1).save(path)  # 2 batches: 2 of 3 blocks, next slot 2
+    _rewrite(path, edit_meta, edit_tensors)
+    with pytest.raises(ValueError, match=message):
+        SlimTrainRegressor.load(path)
+
+
+def test_numpy_scalar_parameters_save_and_load(tmp_path):
+    # a search over np.logspace(...) or scipy.stats.loguniform hands out NumPy floats;
+    # torch.load(weights_only=True) refused the optimizer state that held one
+    from scipy.stats import loguniform
+    from sklearn.model_selection import RandomizedSearchCV
+
+    search = RandomizedSearchCV(SlimTrainRegressor(max_iter=1, random_state=0),
+                                {"learning_rate": loguniform(1e-4, 1e-2)}, n_iter=2, cv=2, random_state=0)
+    best = search.fit(X0, Y0).best_estimator_
+    assert isinstance(best.learning_rate, np.floating)
+    model = _fit(learning_rate=np.float32(1e-3), shuffle=np.True_, memory_depth=np.int64(2))
+    for fitted, name in ((best, "best"), (model, "numpy")):
+        path = tmp_path / f"{name}.slim"
+        fitted.save(path)
+        loaded = SlimTrainRegressor.load(path)  # nothing to pass again: every value was stored
+        np.testing.assert_array_equal(loaded.predict(X0), fitted.predict(X0))
+        np.testing.assert_array_equal(loaded.partial_fit(X0, Y0).predict(X0), fitted.partial_fit(X0, Y0).predict(X0))
+    assert loaded.shuffle is True and loaded.memory_depth == 2
+
+
+def test_a_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
+    from sklearn_slimtrain import _persistence
+
+    path = tmp_path / "m.slim"
+    first = _fit()
+    first.save(path)
+    before = path.read_bytes()
+
+    def interrupted(stream, text, raw):
+        stream.write(b"PK half an archive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_persistence, "_write_archive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(max_iter=3).save(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.slim"]
+    monkeypatch.undo()
+    second = _fit(max_iter=3)
+    second.save(path)  # replaces the file
+    np.testing.assert_array_equal(SlimTrainRegressor.load(path).predict(X0), second.predict(X0))
+    buffer = io.BytesIO()  # an open file is written as it is
+    second.save(buffer)
+    assert buffer.getvalue()[:2] == b"PK"
+
+
+def test_a_failed_device_move_puts_the_model_back(monkeypatch):
+    # No second device here: the extractor's moves are recorded, the head's move to the
+    # new device fails as an out-of-memory error would.
+    from sklearn_slimtrain._persistence import move_model
+
+    model = _fit()
+    moves = []
+    monkeypatch.setattr(model.feature_extractor_, "to", lambda device: moves.append(str(device)))
+    real_to = model._head.to
+
+    def head_to(device):
+        if device.type != "cpu":
+            raise RuntimeError("CUDA out of memory")
+        return real_to(device)
+
+    monkeypatch.setattr(model._head, "to", head_to)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        move_model(model, torch.device("cuda", 0))
+    assert moves == ["cuda:0", "cpu"] and model.device_ == "cpu"
+
+
+def test_torch_default_device_is_not_used():
+    # torch.set_default_device("cuda") must not move the package's own tensors (grids,
+    # probes, index maps, rebuilt networks); under "meta" any such tensor would fail.
+    import tempfile
+
+    expected = _fit(memory_depth=2)
+    layer = torch.nn.ConvTranspose2d(2, 1, 3, padding=1)
+    with tempfile.TemporaryDirectory() as folder, torch.device("meta"):
+        model = _fit(memory_depth=2)
+        pred = model.predict(X0)
+        model.save(Path(folder) / "m.slim")
+        loaded = SlimTrainRegressor.load(Path(folder) / "m.slim")
+        continued = loaded.partial_fit(X0, Y0).predict(X0)
+        conv = SlimTrainRegressor(
+            lambda n: torch.nn.Sequential(torch.nn.Linear(n, 18, device="cpu"), torch.nn.Unflatten(1, (2, 3, 3))),
+            head=layer, max_iter=1, random_state=0).fit(X0, np.tile(Y0[:, None], 9))
+    np.testing.assert_array_equal(pred, expected.predict(X0))
+    np.testing.assert_array_equal(continued, expected.partial_fit(X0, Y0).predict(X0))
+    assert conv.predict(X0).shape == (60, 9)
+
+
+def test_views_with_negative_strides_are_accepted():
+    # X[::-1], np.flip and DataFrame.iloc[::-1] are views torch.tensor refuses; they used to
+    # fail with torch's error, and fit blamed the feature extractor
+    flipped = _fit(X0[::-1], Y0[::-1], sample_weight=np.linspace(1, 2, 60)[::-1],
+                   early_stopping=True, X_val=X0[::-2], y_val=Y0[::-2])
+    copied = _fit(X0[::-1].copy(), Y0[::-1].copy(), sample_weight=np.linspace(1, 2, 60)[::-1].copy(),
+                  early_stopping=True, X_val=X0[::-2].copy(), y_val=Y0[::-2].copy())
+    np.testing.assert_array_equal(flipped.predict(np.flip(X0, 1)), copied.predict(np.flip(X0, 1).copy()))
+    np.testing.assert_array_equal(flipped.partial_fit(pd.DataFrame(X0).iloc[::-1].to_numpy(), Y0[::-1]).predict(X0),
+                                  copied.partial_fit(X0[::-1].copy(), Y0[::-1].copy()).predict(X0))
+
+
+def test_a_scalar_parameter_is_checked_for_overflow():
+    # Adam's step count is a 0-d CPU tensor: the shape of a 0-d parameter, not its device
+    # on CUDA; the finiteness check stacks the state on the parameter's device only
+    class Scaled(torch.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.lin, self.scale = torch.nn.Linear(n, 4), torch.nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            return self.scale * torch.tanh(self.lin(x))
+
+    model = _fit(feature_extractor=Scaled)
+    assert model._finite() == (True, True)
+    model._optimizer.state[model.feature_extractor_.scale]["exp_avg_sq"].fill_(float("inf"))
+    assert model._finite() == (True, False)
+
+
 def test_load_needs_the_custom_module_and_checks_it(tmp_path):
     model = _fit(feature_extractor=lambda n: torch.nn.Sequential(torch.nn.Linear(n, 5), torch.nn.Tanh()))
     path = tmp_path / "m.slim"
