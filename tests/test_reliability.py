@@ -745,6 +745,29 @@ def test_cuda_model_file_and_pickle_load_on_cpu(tmp_path):
     np.testing.assert_array_equal(on_cpu.predict(X0), cpu.predict(X0))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_cuda_lazy_layers_are_seeded_and_scalar_parameters_are_checked():
+    # a lazy opening layer materialises on the GPU at the probe: seeded from random_state
+    # there, and the caller's CUDA generator is left alone
+    fits = []
+    for seed in (1, 2):
+        torch.cuda.manual_seed(seed)
+        state = torch.cuda.get_rng_state()
+        fits.append(_fit(feature_extractor=ResNetFeatures(width=4), device="cuda").predict(X0))
+        assert torch.equal(torch.cuda.get_rng_state(), state)
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-5, atol=1e-6)
+
+    class Scaled(torch.nn.Module):  # a 0-d parameter: Adam's CPU step count has its shape
+        def __init__(self, n):
+            super().__init__()
+            self.lin, self.scale = torch.nn.Linear(n, 4), torch.nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            return self.scale * torch.tanh(self.lin(x))
+
+    assert _fit(feature_extractor=Scaled, device="cuda")._finite() == (True, True)
+
+
 def test_eigh_failure_falls_back_to_float64_on_cpu(monkeypatch):
     from sklearn_slimtrain._slimtik import symmetric_eigh
 
