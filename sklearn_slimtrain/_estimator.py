@@ -190,10 +190,13 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``partial_fit`` call), each batch with the head just solved on it (so
         optimistic for batches that barely determine the head).
     validation_scores_ : list of float or None
-        Validation R2 per epoch (None without early stopping).
+        Validation R2 per epoch of the last ``fit`` (None without early
+        stopping).  A warm-started ``fit`` starts a new list, as it holds out
+        new rows, while ``n_iter_`` and ``loss_curve_`` keep counting
+        (MLPRegressor keeps appending and restarts ``n_iter_``).
     validation_loss_curve_ : list of float or None
-        Validation loss per epoch, on the scale of ``loss_curve_`` (None
-        without early stopping).
+        Validation loss per epoch of the last ``fit``, on the scale of
+        ``loss_curve_`` (None without early stopping).
     best_validation_score_ : float or None
         Best validation R2, whose extractor and head were kept (None without
         early stopping).
@@ -441,7 +444,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 self._restore(snapshot)
                 warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate,
                               overflow=(self._dtype, float(np.abs(y2).max())) if failure == "overflow" else None,
-                              exploded=(loss, zero_loss) if failure == "exploded" else None)
+                              exploded=(loss, zero_loss) if failure == "exploded" else None,
+                              features=failure == "features")
                 stopped = True
                 break
             self._head.end_pass()  # move the epoch's ridges to the host (synced already), mark the epoch
@@ -471,11 +475,16 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 stacklevel=5,  # _train < _fit < fit < _fit_context < caller
             )
         self.__dict__.pop("refit_ridge_", None)  # describes the head only while it is the refitted one
+        solved = False
         if self.refit_head and not incremental:
             try:
-                self._refit_head(train)
+                solved = self._refit_head(train)
             except KeyboardInterrupt:  # the solve assigns nothing until it is done
                 warn_interrupted("in the final head solve; the head is the last slimTik iterate")
+        if self.n_iter_ == 0 and not solved:  # no epoch completed and no final solve: the initial zero head
+            raise ValueError(
+                "SlimTrainRegressor could not fit: no epoch completed (see the warning) and no head was solved, "
+                "so the model would predict zeros; it is left unfitted.")
         return self
 
     def _discard_fit(self):

@@ -10,10 +10,12 @@ the estimator's parameters and the fitted state that ``_initialize`` creates.
 import contextlib
 import copy
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -36,7 +38,8 @@ class EpochResult(NamedTuple):
     loss: float  # the mean training loss (nan when the head's solve failed)
     scores: tuple  # (validation loss, validation R2), or (None, None) without early stopping or on failure
     failure: str | None  # None, or "diverged" (weights or loss not finite), "overflow"
-    # (the optimizer's state alone not finite) or "exploded" (see _progress.EXPLOSION_FACTOR)
+    # (the optimizer's state alone not finite), "exploded" (see _progress.EXPLOSION_FACTOR)
+    # or "features" (the extractor's output not finite while its weights are)
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -119,10 +122,21 @@ class _SeparableNetworkMixin:
             return self._head.solve_full(chunks, ridge, mass)
 
     def _refit_head(self, train):
-        """Variable-projection head on the training set ``(Xt, Yt, Wt, mass)`` with the final extractor."""
+        """Variable-projection head on the training set ``(Xt, Yt, Wt, mass)`` with the final extractor.
+
+        Returns whether it was solved: not when the features of the training rows (or
+        the solve) are not finite, which is warned about; the head stays the last
+        slimTik iterate.
+        """
         solved = self._solve_full_head(*train)
-        if solved is not None:
-            self._head.coef, self.refit_ridge_ = solved
+        if solved is None:
+            warnings.warn(
+                "The final head solve was skipped: the features of the training rows, or the solve, are not "
+                "finite (does the feature_extractor return NaN or inf for some rows?). The head is the last "
+                "slimTik iterate.", ConvergenceWarning, stacklevel=6)  # < _train < _fit < fit < _fit_context < caller
+            return False
+        self._head.coef, self.refit_ridge_ = solved
+        return True
 
     def _snapshot(self):
         """Copy of the training state, to restore after a diverged epoch (one per epoch).
@@ -178,7 +192,8 @@ class _SeparableNetworkMixin:
                        "exploded" if exploding(loss, zero_loss) else None)
             scores = self._validation_scores(train, *val) if early and failure is None else (None, None)
         except torch.linalg.LinAlgError:  # an eigh (step or head solve) on non-finite features
-            return EpochResult(math.nan, (None, None), "diverged")
+            # from finite weights: the module's own output is at fault, not the learning rate
+            return EpochResult(math.nan, (None, None), "features" if self._finite()[0] else "diverged")
         return EpochResult(loss, scores, failure)
 
     def _build_extractor(self, n_features_in):

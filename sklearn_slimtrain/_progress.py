@@ -131,11 +131,13 @@ def exploding(loss: float, zero_loss: float | None) -> bool:
     return zero_loss is not None and loss > EXPLOSION_FACTOR * max(zero_loss, sys.float_info.min)
 
 
-def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, overflow=None, exploded=None) -> None:
+def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, overflow=None, exploded=None,
+                  features=False) -> None:
     """The warning of an epoch that diverged (the model is restored).
 
     ``overflow`` is ``(dtype, max |y|)`` when only the optimizer's state is not finite;
-    ``exploded`` is ``(loss, zero_loss)`` when the loss is finite but exploded.
+    ``exploded`` is ``(loss, zero_loss)`` when the loss is finite but exploded;
+    ``features`` when the extractor's output is not finite while its weights are.
     """
     restored = (f"The model was restored to its {'best state' if restored_best else 'state before that epoch'} "
                 "and training stopped.")
@@ -145,6 +147,11 @@ def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, over
                    f"while the weights stayed finite: Adam's second moments grow as y**4, and |y| is up to "
                    f"{peak:.3g}. {restored} Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), "
                    "transformer=StandardScaler()), or use dtype='float64'.")
+    elif features:
+        message = (f"Training failed in epoch {epoch}: the feature_extractor returned non-finite features (NaN or "
+                   f"inf) for some rows while its weights are finite. {restored} Check what the module computes "
+                   "on these inputs (e.g. a log or a division of values out of its range); if its weights have grown "
+                   f"large, lower learning_rate (now {learning_rate}) or scale the inputs.")
     else:
         cause = ("the training loss or the weights are not finite" if exploded is None else
                  f"the training loss ({exploded[0]:.3g}) exceeds {EXPLOSION_FACTOR:.0e} times that of predicting "

@@ -35,6 +35,18 @@ __all__ = [
     "weighted_rows",
 ]
 
+class _FixedRidge(Interval):
+    """``Interval(Real, 0, None, closed="neither")`` without the booleans: ``ridge=True``
+    reads as "ridge on", but ``True`` is a Real (1.0) to scikit-learn, and the fit would
+    silently swap sGCV for a fixed ridge of 1."""
+
+    def __init__(self):
+        super().__init__(Real, 0, None, closed="neither")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+
 # SlimTrainRegressor._parameter_constraints: checked by fit (and by partial_fit on every call).
 PARAMETER_CONSTRAINTS = {
     "feature_extractor": [None, callable],
@@ -46,7 +58,7 @@ PARAMETER_CONSTRAINTS = {
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "max_iter": [Interval(Integral, 1, None, closed="left")],
     "shuffle": ["boolean"],
-    "ridge": [StrOptions({"sgcv"}), Interval(Real, 0, None, closed="neither")],
+    "ridge": [StrOptions({"sgcv"}), _FixedRidge()],
     "ridge_init": [Interval(Real, 0, None, closed="neither")],
     "ridge_max_change": [Interval(Real, 0, None, closed="right")],
     "refit_head": ["boolean"],
@@ -119,6 +131,9 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_
     training, as for any network trained by Adam, whose ``eps`` then dominates its
     step; the user guide's scale convention says so.)
     """
+    if hasattr(y2, "toarray"):  # validate_data lets a sparse y through with multi_output=True
+        raise TypeError("Sparse data was passed for y, but dense data is required. Use '.toarray()' to convert "
+                        "to a dense numpy array.")
     if y2.dtype.kind not in "biuf":
         raise ValueError(f"y must hold numbers (regression targets); got an array of dtype {y2.dtype}.")
     if not np.isfinite(y2).all():  # None in an object y becomes NaN after validate_data's own check

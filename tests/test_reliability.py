@@ -57,6 +57,10 @@ class _Shape(torch.nn.Module):
             return z[:1]
         if self.kind == "nan":
             return z * float("nan")
+        if self.kind == "nan-rows":  # NaN on the rows with x0 > 1.5 (8 of X0's 60, not its first two)
+            return torch.where(x[:, :1] > 1.5, float("nan"), z)
+        if self.kind == "nan-eval":  # NaN on those rows in eval mode only (predict, the final head solve)
+            return z if self.training else torch.where(x[:, :1] > 1.5, float("nan"), z)
         if self.kind == "int":
             return z.long()
         if self.kind == "tuple":  # e.g. a module returning (features, extra)
@@ -85,6 +89,7 @@ BATTERY = [
     ("string-X", "string X", lambda: _fit(np.array([["a", "b"]] * 60)), (ValueError, "could not convert string")),
     ("string-y", "string y", lambda: _fit(y=np.array(["a"] * 60)), (ValueError, "y must hold numbers.*dtype <U1")),
     ("sparse-X", "scipy.sparse X", lambda: _fit(sp.csr_matrix(X0)), (TypeError, "Sparse data was passed for X")),
+    ("sparse-y", "scipy.sparse y", lambda: _fit(y=sp.csr_matrix(Y0[:, None])), (TypeError, "Sparse data was passed for y")),
     ("empty-X", "0 rows", lambda: _fit(X0[:0], Y0[:0]), (ValueError, r"0 sample\(s\)")),
     ("one-sample", "1 row", lambda: _fit(X0[:1], Y0[:1]), "finite"),
     ("fewer-than-batch", "10 rows, batch_size=32", lambda: _fit(X0[:10], Y0[:10]), "finite"),
@@ -107,6 +112,7 @@ BATTERY = [
     ("batch_size=0", "batch_size=0", lambda: _fit(batch_size=0), (ValueError, "'batch_size' .* Got 0")),
     ("ridge=-1", "ridge=-1", lambda: _fit(ridge=-1.0), (ValueError, "'ridge' .* Got -1")),
     ("ridge='gcv'", "ridge='gcv'", lambda: _fit(ridge="gcv"), (ValueError, "'ridge' .* Got 'gcv'")),
+    ("ridge=True", "ridge=True", lambda: _fit(ridge=True), (ValueError, "'ridge' .* Got True")),
     ("optimizer='adagrad'", "unknown optimizer string", lambda: _fit(optimizer="adagrad"),
      (ValueError, "'optimizer' .* Got 'adagrad'")),
     ("optimizer=dict", "a class that is no optimizer", lambda: _fit(optimizer=dict), (TypeError, "optimizer must be")),
@@ -337,7 +343,9 @@ def test_exploding_extractor_restores_and_warns_with_a_remedy():
             return torch.tanh(self.lin(x)) * (1e300 if self.calls > 7 else 1.0)
 
     model = SlimTrainRegressor(Exploding, batch_size=20, max_iter=6, dtype="float64", random_state=0)
-    with pytest.warns(ConvergenceWarning, match="diverged in epoch 3.*Lower learning_rate"):
+    # finite weights, infinite features: the module's output is named first
+    with pytest.warns(ConvergenceWarning, match="failed in epoch 3: the feature_extractor returned non-finite "
+                      "features.*Check what the module computes.*lower learning_rate"):
         model.fit(X0, Y0)
     assert model.n_iter_ == 2
     assert np.isfinite(model.coef_).all() and np.isfinite(model.ridge_path_).all()
@@ -624,6 +632,28 @@ def test_torch_default_device_is_not_used():
     np.testing.assert_array_equal(pred, expected.predict(X0))
     np.testing.assert_array_equal(continued, expected.partial_fit(X0, Y0).predict(X0))
     assert conv.predict(X0).shape == (60, 9)
+
+
+def test_non_finite_features_on_some_rows_are_reported():
+    # NaN features on rows past the probe: the first epoch fails at their batch and the
+    # final solve cannot be made, so there is no head: an error, and no fitted model (it
+    # used to return a model predicting zeros, warning to lower the learning rate)
+    model = SlimTrainRegressor(lambda n: _Shape(n, "nan-rows"), max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="feature_extractor returned non-finite features .* while its "
+                      "weights are finite") as caught, pytest.raises(ValueError, match="no epoch completed"):
+        model.fit(X0, Y0)
+    assert any("final head solve was skipped" in str(w.message) for w in caught)
+    with pytest.raises(NotFittedError):
+        model.predict(X0)
+    # NaN in eval mode only: training works, the final solve is skipped with a warning and
+    # the head is the last slimTik iterate
+    model = SlimTrainRegressor(lambda n: _Shape(n, "nan-eval"), max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="final head solve was skipped") as caught:
+        model.fit(X0, Y0)
+    assert caught[0].filename == __file__ and not hasattr(model, "refit_ridge_")
+    finite = X0[:, 0] <= 1.5
+    np.testing.assert_allclose(model.predict(X0[finite]), model.set_params(refit_head=False).predict(X0[finite]))
+    assert np.isfinite(model.predict(X0[finite])).all() and np.abs(model.coef_).max() > 0
 
 
 def test_views_with_negative_strides_are_accepted():
