@@ -122,10 +122,16 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         "auto" takes it only when ``dtype`` and ``head_dtype`` are "float32".  A continued fit
         (``partial_fit``, ``warm_start``) after ``set_params(device=...)``
         first moves the model (extractor, optimizer state, head and memory).
-    dtype : {"float32", "float64"}, default="float32"
-        dtype of the feature extractor.
-    head_dtype : {"float32", "float64"}, default="float64"
-        dtype in which the head is solved.
+    dtype : {"float32", "float64"} or torch.dtype, default="float32"
+        dtype of the feature extractor (``torch.float32`` and
+        ``torch.float64`` are accepted too).
+    head_dtype : {"float32", "float64"} or torch.dtype, default="float64"
+        dtype in which the head is solved.  With "float32" the sGCV grid's
+        floor (``cond(G + S I) <= 1e12 p``, set for float64) leaves no correct
+        digits in directions the features barely span (e.g. duplicated
+        features): the weights there are rounding noise, though predictions on
+        such features are not affected; keep float64 unless memory or speed on
+        an accelerator requires otherwise.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows of ``fit`` (or use the
         ``X_val, y_val`` given to ``fit``), score R2 on them after every epoch,

@@ -22,6 +22,24 @@ def peaks(x: ArrayLike, y: ArrayLike) -> np.ndarray:
 
         3(1-x)^2 e^{-x^2-(y+1)^2} - 10(x/5 - x^3 - y^5) e^{-x^2-y^2}
         - \\tfrac13 e^{-(x+1)^2-y^2}
+
+    Parameters
+    ----------
+    x, y : array-like
+        Coordinates, broadcast against each other.
+
+    Returns
+    -------
+    z : ndarray of float64
+        ``peaks(x, y)``, of the broadcast shape.
+
+    Examples
+    --------
+    >>> from sklearn_slimtrain.datasets import peaks
+    >>> round(float(peaks(0.0, 0.0)), 6)
+    0.981012
+    >>> peaks([0.0, 1.0], [[0.0], [1.0]]).shape
+    (2, 2)
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

@@ -74,14 +74,28 @@ def plot_loss_curve(estimator: BaseEstimator, *, ax: Axes | None = None) -> Axes
 
     Parameters
     ----------
-    estimator : SlimTrainRegressor, Pipeline or search
-        Fitted model.
+    estimator : SlimTrainRegressor, or a fitted meta-estimator holding one
+        Fitted model: a Pipeline, a search, a TransformedTargetRegressor or a
+        dask-ml Incremental (see the module docstring).
     ax : matplotlib Axes, default=None
         Where to draw.
 
     Returns
     -------
     ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn_slimtrain import SlimTrainRegressor
+    >>> from sklearn_slimtrain.datasets import make_peaks
+    >>> from sklearn_slimtrain.plotting import plot_loss_curve
+    >>> X, y = make_peaks(200, random_state=0)
+    >>> model = SlimTrainRegressor(max_iter=3, random_state=0).fit(X, y)
+    >>> ax = plot_loss_curve(model)
+    >>> ax.get_xlabel(), len(ax.lines[0].get_xdata())
+    ('epoch', 3)
     """
     reg = _regressor(estimator)
     ax = _axes(ax)
@@ -113,12 +127,12 @@ def plot_ridge_path(
 
     Parameters
     ----------
-    estimator : SlimTrainRegressor, Pipeline or search
+    estimator : SlimTrainRegressor, or a fitted meta-estimator holding one
         Fitted model.
     kind : {"heatmap", "line"}, default="heatmap"
         "heatmap": an iterations x epochs image of ``log10(ridge)`` (the paper's
         Figures 4 and 6); "line": the ridge against the iteration, log scale.
-    steps_per_epoch : int, default=None
+    steps_per_epoch : int or None, default=None
         Rows of the heatmap; by default the steps of one epoch, as recorded by
         the fit (the path of an early-stopped fit ends at its best epoch).  When
         the epochs (or ``partial_fit`` calls) made unequal numbers of steps,
@@ -132,6 +146,19 @@ def plot_ridge_path(
     Returns
     -------
     ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn_slimtrain import SlimTrainRegressor
+    >>> from sklearn_slimtrain.datasets import make_peaks
+    >>> from sklearn_slimtrain.plotting import plot_ridge_path
+    >>> X, y = make_peaks(200, random_state=0)
+    >>> model = SlimTrainRegressor(max_iter=3, random_state=0).fit(X, y)  # 6 steps per epoch
+    >>> ax = plot_ridge_path(model)  # epochs x iterations
+    >>> ax.get_xlabel(), ax.get_ylabel()
+    ('epoch', 'iteration in epoch')
     """
     reg = _regressor(estimator)
     path = reg.ridge_path_
@@ -179,7 +206,7 @@ def plot_predictions(
 
     Parameters
     ----------
-    estimator : SlimTrainRegressor, Pipeline or search
+    estimator : SlimTrainRegressor, or a fitted meta-estimator holding one
         Fitted model; predictions use ``estimator.predict`` (so a pipeline's
         preprocessing applies).
     X : array-like of shape (n_samples, n_features)
@@ -194,6 +221,21 @@ def plot_predictions(
     Returns
     -------
     ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn_slimtrain import SlimTrainRegressor
+    >>> from sklearn_slimtrain.datasets import make_peaks
+    >>> from sklearn_slimtrain.plotting import plot_predictions
+    >>> X, y = make_peaks(200, random_state=0)
+    >>> model = make_pipeline(StandardScaler(), SlimTrainRegressor(max_iter=3, random_state=0)).fit(X, y)
+    >>> ax = plot_predictions(model, X, y)
+    >>> ax.get_xlabel(), ax.get_ylabel(), ax.get_title().startswith("R2 = ")
+    ('true', 'predicted', True)
     """
     from sklearn.metrics import r2_score
     from sklearn.utils import check_consistent_length
