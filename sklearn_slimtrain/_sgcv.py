@@ -53,7 +53,9 @@ target; the published MATLAB code counts ``b t``), is therefore
                                   {(b t - t \\sum_j D_j H_{jj})^2},
 
 which is what the published MATLAB code computes (the published PyTorch
-Kronecker solver counts ``b`` rows with a trace for one target).
+Kronecker solver counts ``b`` rows with a trace for one target).  The two counts
+differ by the constant factor ``t`` (``b t (b t - t x)^{-2} = (1/t) b (b - x)^{-2}``
+with ``x = sum_j D_j H_jj``), so they choose the same ridge.
 """
 
 import functools

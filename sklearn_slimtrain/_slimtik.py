@@ -40,12 +40,14 @@ the step is evaluated on a fixed *global* log-spaced grid of cumulative ridges,
 relative to the mean eigenvalue ``g = tr(G_k)/p`` of the Gram matrix
 (``S = g 10^e`` for ``e`` in ``[-12, 6]``, 64 points, 0.29 decades apart).  The
 cumulative ridge then moves towards the global minimiser with the published
-MATLAB code's step bound, ``|Lambda_k| <= S_{k-1} / 2`` (``S`` changes by at most
-a factor 1.5 up or 2 down per step).  Seeing the whole grid lets the ridge leave
+MATLAB code's step bound, ``|Lambda_k| <= max_change S_{k-1}`` (with the default
+0.5, ``S`` changes by at most a factor 1.5 up or 2 down per step).  Seeing the whole grid lets the ridge leave
 a flat part of the sGCV curve, where the local window search of the MATLAB rule
 (``matlab_candidates``: 30 increments each way, ties to the smallest) drifts to
 its floor; the bound keeps the head from jumping when the memory holds features
-of older extractor weights.  Ties, which occur on the flat part of the curve
+of older extractor weights (``max_change``, 0.5 by default as in the MATLAB code;
+``choose_ridge`` raises the result to the grid's floor last).  A step whose sGCV
+values are all inf (none resolved) keeps ``S``.  Ties, which occur on the flat part of the curve
 where every candidate gives the same head, go to the larger ridge: the largest
 ridge that does not hurt the fit.  The choice is measured against the
 alternatives in ``benchmarks/stability.py``.
@@ -213,18 +215,24 @@ def choose_ridge(values_at, G: Array, ridge_prev: Array, ridge_ref: Array, *, ma
     ref = xp.where(ridge_prev > 0, ridge_prev, ridge_ref)
     if rule == "matlab":
         cands = matlab_candidates(ref)
-        chosen = select_ridge(values_at(cands), cands, smallest=True)
+        values = values_at(cands)
+        chosen = select_ridge(values, cands, smallest=True)
     else:
         cands = global_candidates(G)
-        best = select_ridge(values_at(cands), cands)
+        values = values_at(cands)
+        best = select_ridge(values, cands)
         # The grid's floor is applied last, so it holds even where the step bound would
         # keep S below it (a ridge_init far below the floor's 1e-12 tr(G)/p).
         bounded = xp.minimum(xp.maximum(best, ref * (1.0 - max_change)), ref * (1.0 + max_change))
         chosen = xp.maximum(bounded, cands[0])
     # A batch that carries no information (G = 0: dead features and no intercept) has a
     # flat sGCV curve; any change of S would only rescale the head by S_{k-1} / S_k
-    # (Q = 0), so S stays (Lambda = 0: the head is unchanged).
-    return xp.where(G.trace() > 0, chosen, ref)
+    # (Q = 0), so S stays (Lambda = 0: the head is unchanged).  So does a step whose sGCV
+    # values are all inf or NaN (overflow of the float32 factors, whose entries grow as
+    # |A|^4 |R|^2, or an infinite residual): "all tied" would otherwise pick the largest
+    # candidate, and S would grow by (1 + max_change) at every such step.
+    informative = (G.trace() > 0) & xp.isfinite(values).any()
+    return xp.where(informative, chosen, ref)
 
 
 @no_grad

@@ -7,6 +7,7 @@ import torch
 from sklearn_slimtrain._memory import GramMemory
 from sklearn_slimtrain._sgcv import sgcv_factors, sgcv_values
 from sklearn_slimtrain._slimtik import (
+    choose_ridge,
     global_candidates,
     matlab_candidates,
     select_ridge,
@@ -197,6 +198,29 @@ def test_select_ridge_breaks_ties_towards_larger_ridge(lib):
     assert float(select_ridge(values, cands)) == pytest.approx(1e-2)
     values = LIBS[lib]([float("nan"), 3.0, 2.0, 5.0])
     assert float(select_ridge(values, cands)) == pytest.approx(1e-2)
+    # the tolerance is TIE_RTOL (sqrt(float64 eps)): 1e-9 apart is a tie, 1e-6 apart is not
+    values = LIBS[lib]([1.0, 1.0 + 1e-9, 1.0 + 1e-6, 2.0])
+    assert float(select_ridge(values, cands)) == pytest.approx(1e-4)
+    assert float(select_ridge(values, cands, smallest=True)) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("rule", ["global", "matlab"])
+def test_a_step_without_any_finite_sgcv_value_keeps_the_ridge(lib, rule):
+    # all values inf (float32 factors overflowed, an infinite residual) or NaN: no
+    # information, so S stays; "all tied" would pick the largest candidate (1.5 S each step)
+    G, prev, ref = LIBS[lib](np.diag([2.0, 1.0, 0.5])), LIBS[lib](0.3), LIBS[lib](0.1)
+    for fill in (np.inf, np.nan):
+        def values_at(cands, fill=fill):
+            return cands * 0 + fill
+
+        chosen = choose_ridge(values_at, G, prev, ref, max_change=0.5, rule=rule)
+        assert float(chosen) == pytest.approx(0.3)
+
+    def finite_at(cands):  # one finite value: the rule acts (here: a larger ridge, bounded)
+        return LIBS[lib](np.where(np.arange(len(cands)) == len(cands) - 1, 1.0, np.inf))
+
+    assert float(choose_ridge(finite_at, G, prev, ref, max_change=0.5, rule=rule)) == pytest.approx(0.45)
 
 
 def test_gram_memory_keeps_the_last_r_blocks():
