@@ -292,8 +292,17 @@ class _SeparableNetworkMixin:
         Returns the batch's loss times its size (or its weight ``mass``).
         """
         train = self._optimizer is not None
-        with torch.set_grad_enabled(train):
-            Z = self._features(xb)
+        try:
+            with torch.set_grad_enabled(train):
+                Z = self._features(xb)
+        except ValueError as exc:  # BatchNorm1d in training mode on a one-row batch: say which parameter
+            if "more than 1 value per channel" not in str(exc):
+                raise
+            raise ValueError(
+                f"feature_extractor cannot be trained on a batch of {xb.shape[0]} row (batch_size="
+                f"{self.batch_size}; fewer rows than that make one batch): {exc}. Its batch normalisation "
+                "needs at least 2 rows per batch: use batch_size >= 2, and fit or partial_fit on 2 rows or "
+                "more.") from exc
         size = xb.shape[0] if wb is None else float(mass)
         coef = self._head.step(Z.detach().to(self._head.dtype), yb, wb, None if wb is None else size)
         with torch.set_grad_enabled(train):
