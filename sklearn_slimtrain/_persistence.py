@@ -39,7 +39,9 @@ __all__ = ["cpu_copy", "load_model", "move_model", "pickle_state", "save_model",
 FORMAT = "sklearn-slimtrain-model"
 # 2: memory_depth=None (the memory holds a running sum).  A file is written with the lowest
 # version that describes it (1 unless memory_depth is None), so that older packages keep
-# reading every file they can and refuse the others with the version error.
+# reading every file they can and refuse the others with the version error.  (Revisions
+# before d4021cd, never released, took a finite depth from the memory buffer's length and
+# misread a buffer that is not yet full; the version did not change then.)
 FORMAT_VERSION = 2
 _FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None still is
 # Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
