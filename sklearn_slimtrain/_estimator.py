@@ -190,7 +190,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         one ``fit`` refitted: a later ``partial_fit`` removes it).
     ridge_path_ : ndarray of shape (n_steps,)
         Per-step ridge of every iteration, ``S_k * batch_size / n_seen_k`` with
-        ``S_k`` the cumulative ridge (equal to ``S_k / k`` with full batches).
+        ``S_k`` the cumulative ridge (equal to ``S_k / k`` with full batches;
+        ``batch_size`` as at the first step, which stays the head's unit after
+        ``set_params(batch_size=...)``).  It describes the model kept: after
+        early stopping it ends at the best epoch, while ``loss_curve_``,
+        ``n_iter_`` and ``t_`` also count the epochs after it.
     loss_curve_ : list of float
         Mean training loss ``(1/n) sum_i 1/2 ||W z_i - y_i||^2`` per epoch (per
         ``partial_fit`` call), each batch with the head just solved on it (so
@@ -225,7 +229,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     -----
     At step ``k`` with batch ``T_k`` of ``b`` rows and features ``z_i`` (ones column
     appended), the head solves the slimTik problem (3.7) on rows scaled by
-    ``1/sqrt(batch_size)`` with cumulative ridge ``S_k = Lambda_1 + ... +
+    ``1/sqrt(batch_size)`` (the first ``batch_size``: the head's unit) with cumulative ridge ``S_k = Lambda_1 + ... +
     Lambda_k``.  With a float ``ridge=lam``, ``Lambda_k = lam b / batch_size``;
     with a frozen extractor and memory covering all batches, one epoch without
     shuffling then gives exactly the Tikhonov solution of
@@ -243,7 +247,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     in place of ``b`` (``Lambda_k = lam m_k / batch_size``), and the losses are
     weighted means (``1/N`` becomes ``1/sum_i s_i``): the Tikhonov identity
     above holds with weights, and integer weights equal repeated rows for a
-    fixed ridge.  sGCV and the final GCV count rows, so only the ratios of the
+    fixed ridge where the batches do not matter: a frozen extractor with
+    ``memory_depth=None`` or the final head solve, or all rows in one batch
+    (otherwise repeating rows changes the batches, hence the iterates and the
+    extractor's steps).  sGCV and the final GCV count rows, so only the ratios of the
     weights matter; a row of weight 0 is dropped.
 
     A step makes no host-device synchronisation of its own: the ridge is chosen
@@ -428,7 +435,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         # the loss of predicting zeros on fit's rows (a partial_fit chunk is no reference: None)
         zero_loss = None if incremental else 0.5 * float(np.einsum("ij,ij->", y2, y2)) / len(y2)
         table = EpochTable(validation=early, header=not (incremental and self.n_iter_)) if self.verbose else None
-        best, stopped = None, False
+        best, stopped, interrupted = None, False, False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
             snapshot = self._snapshot()
@@ -441,7 +448,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 warn_interrupted(f"in epoch {self.n_iter_ + 1}; the model holds " + (
                     f"the state after epoch {self.n_iter_}" if best is None else
                     f"its best epoch so far (best_validation_score_={self.best_validation_score_:.6g})"))
-                stopped = True
+                stopped = interrupted = True
                 break
             except BaseException:
                 self._restore(snapshot)  # nothing is left half-updated
@@ -487,7 +494,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 solved = self._refit_head(train)
             except KeyboardInterrupt:  # the solve assigns nothing until it is done
                 warn_interrupted("in the final head solve; the head is the last slimTik iterate")
+                interrupted = True
         if self.n_iter_ == 0 and not solved:  # no epoch completed and no final solve: the initial zero head
+            if interrupted:  # nothing to return: the interrupt goes on (a search must be able to stop)
+                raise KeyboardInterrupt
             raise ValueError(
                 "SlimTrainRegressor could not fit: no epoch completed (see the warning) and no head was solved, "
                 "so the model would predict zeros; it is left unfitted.")

@@ -329,6 +329,13 @@ def test_keyboard_interrupt_in_fit_keeps_the_last_complete_epoch():
     interrupted.feature_extractor_.fail_at = -1
     interrupted.partial_fit(X0, Y0)  # and it can go on
     assert interrupted.n_iter_ == 3
+    # in the first epoch without a final solve there is no model to return: the interrupt
+    # propagates (a ValueError would be recorded as a failed fit by a search, which goes on)
+    first = SlimTrainRegressor(lambda n: _Failing(n, 1 + 2, KeyboardInterrupt()), **params)
+    with pytest.warns(UserWarning, match="in epoch 1"), pytest.raises(KeyboardInterrupt):
+        first.fit(X0, Y0)
+    with pytest.raises(NotFittedError):
+        first.predict(X0)
 
 
 def test_exploding_extractor_restores_and_warns_with_a_remedy():
