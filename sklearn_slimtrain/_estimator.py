@@ -126,12 +126,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         dtype of the feature extractor (``torch.float32`` and
         ``torch.float64`` are accepted too).
     head_dtype : {"float32", "float64"} or torch.dtype, default="float64"
-        dtype in which the head is solved.  With "float32" the sGCV grid's
-        floor (``cond(G + S I) <= 1e12 p``, set for float64) leaves no correct
-        digits in directions the features barely span (e.g. duplicated
-        features): the weights there are rounding noise, though predictions on
-        such features are not affected; keep float64 unless memory or speed on
-        an accelerator requires otherwise.
+        dtype in which the head is solved.  Keep float64 unless memory or
+        speed on an accelerator requires otherwise (see the user guide).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows of ``fit`` (or use the
         ``X_val, y_val`` given to ``fit``), score R2 on them after every epoch,
@@ -200,10 +196,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         ``partial_fit`` call), each batch with the head just solved on it (so
         optimistic for batches that barely determine the head).
     validation_scores_ : list of float or None
-        Validation R2 per epoch of the last ``fit`` (None without early
-        stopping).  A warm-started ``fit`` starts a new list, as it holds out
-        new rows, while ``n_iter_`` and ``loss_curve_`` keep counting
-        (MLPRegressor keeps appending and restarts ``n_iter_``).
+        Validation R2 per epoch of the last ``fit`` (a warm start holds out new
+        rows), None without early stopping.
     validation_loss_curve_ : list of float or None
         Validation loss per epoch of the last ``fit``, on the scale of
         ``loss_curve_`` (None without early stopping).
