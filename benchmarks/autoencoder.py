@@ -6,9 +6,10 @@ layer ``ConvTranspose2d(width, 1, 4, stride=2, padding=1)``.  slimTrain solves t
 layer by slimTik with sGCV (``ridge_init`` 0.1, memory depth 5, the paper's Figure 8
 settings); Adam trains the same network and the final layer jointly with a fixed ridge
 ``lambda`` on the final layer in {1, 0.1, 1e-10}.  Both: learning rate 1e-3, batch 32,
-``alpha = 1e-10`` on the extractor's weights, the same initial weights, the same batches
-in every epoch (``_common.batch_bounds``: the remainder rows join the last batch, so both
-make the same number of steps).  Epoch times are medians over the epochs, by the wall
+``alpha = 1e-10`` on the extractor's weights, the same initial weights, batches of the
+same sizes in every epoch (``_common.batch_bounds``: the remainder rows join the last
+batch, so both make the same number of steps; each method shuffles with its own
+generator, so the rows in a batch differ).  Epoch times are medians over the epochs, by the wall
 clock and by the process's CPU time (less disturbed by other work).  slimTrain runs
 one ``partial_fit`` per epoch (the paper's algorithm: the last slimTik iterate is the
 head, no final refit).  Loss: ``(1/N) sum_i 1/2 ||f(x_i) - x_i||^2`` (pixels in [0, 1]).

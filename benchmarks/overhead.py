@@ -164,6 +164,13 @@ def cases(quick):
     yield "peaks, width 256, batch 256", make_peaks(8192 // n, random_state=0), 256, 256
 
 
+def _time_adam(X, y, width, batch, epochs, device):
+    ext = ResNetFeatures(X.shape[1], width=width).to(device)
+    start = time.perf_counter()
+    fit_adam(X, y, extractor=ext, batch_size=batch, epochs=epochs, device=device)
+    return time.perf_counter() - start
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -194,7 +201,12 @@ def main(argv=None):
             fits = [(slim, contextlib.nullcontext), (skipped, head_step_skipped)]
             if device == "cpu" and tridiagonal_size(width + 1):
                 fits.append((eig, eigendecomposition_step))
-            for _ in range(repeats):  # alternate: each triple runs under the same machine load
+            for repeat in range(repeats):  # alternate: each group runs under the same machine load
+                # and Adam goes first in every other repeat, so that the state of the CPU one
+                # method leaves behind (caches, clock) does not always meet the same other one
+                adam_first = repeat % 2 == 1
+                if adam_first:
+                    adam.append(_time_adam(X, y, width, batch, epochs, device))
                 for times, make_context in fits:
                     context = make_context()
                     ext = ResNetFeatures(X.shape[1], width=width)
@@ -203,14 +215,12 @@ def main(argv=None):
                         SlimTrainRegressor(ext, batch_size=batch, max_iter=epochs, refit_head=False, device=device,
                                            random_state=0, n_iter_no_change=10**9).fit(X, y)
                         times.append(time.perf_counter() - start)
-                ext = ResNetFeatures(X.shape[1], width=width).to(device)
-                start = time.perf_counter()
-                fit_adam(X, y, extractor=ext, batch_size=batch, epochs=epochs, device=device)
-                adam.append(time.perf_counter() - start)
+                if not adam_first:
+                    adam.append(_time_adam(X, y, width, batch, epochs, device))
             pairs = np.array(slim) / np.array(adam)
-            # per-step times: each method's own steps (slimTrain folds a remainder into the last
-            # batch, Adam's loader leaves a short one); the ratios above are per epoch
-            slim_steps, adam_steps = epochs * max(len(X) // batch, 1), epochs * math.ceil(len(X) / batch)
+            # per-step times: both split an epoch alike (_common.batch_bounds: the remainder
+            # joins the last batch); the ratios above are per epoch
+            slim_steps = adam_steps = epochs * max(len(X) // batch, 1)
             eig_ratio = float(np.median(np.array(eig) / np.array(adam))) if eig else "-"
             rows.append((device, name, len(X), float(np.median(pairs)), min(slim) / min(adam),
                          f"{pairs.min():.2f}-{pairs.max():.2f}", float(np.median(np.array(skipped) / np.array(adam))),

@@ -187,10 +187,17 @@ def run(problem, name, seed, epochs=None, n_train=N_TRAIN, n_test=N_TEST, scale_
     return problem, name, seed, float(r2_score(yte, pred)), seconds, warned
 
 
-def run_early(problem, seed, epochs_list, n_train=N_TRAIN, n_test=N_TEST):
-    """R2 after each of ``epochs_list`` epochs: slimTrain (refit head or not) and Adam on the same network."""
+def run_early(problem, seed, epochs_list, n_train=N_TRAIN, n_test=N_TEST, scale_targets=False):
+    """R2 after each of ``epochs_list`` epochs: slimTrain (refit head or not) and Adam on the same network.
+
+    ``scale_targets`` standardises the targets with the training rows' mean and standard
+    deviation for every model (test targets too: R2 is the same in either unit).
+    """
     torch.set_num_threads(1)
     Xtr, Xte, ytr, yte = load(problem, seed, n_train, n_test)
+    if scale_targets:
+        mean, sd = ytr.mean(), ytr.std()
+        ytr, yte = (ytr - mean) / sd, (yte - mean) / sd
     out = []
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -277,7 +284,7 @@ def main(argv=None):
 
     jobs = [delayed(run)(p, m, s, args.epochs, n_train, n_test, args.scale_targets)
             for p in args.problems for s in args.seeds for m in models]
-    jobs += [delayed(run_early)(p, s, args.early_epochs, n_train, n_test)
+    jobs += [delayed(run_early)(p, s, args.early_epochs, n_train, n_test, args.scale_targets)
              for p in args.early_problems for s in args.seeds]
     start = time.perf_counter()
     results = Parallel(n_jobs=args.n_jobs)(jobs)
@@ -333,7 +340,7 @@ def main(argv=None):
         rows = [[p, e, *[round(float(np.mean(early[(p, e, m)])), 4) for m in names]]
                 for p in args.early_problems for e in args.early_epochs]
         print(f"\n## early convergence: test R2 after few epochs (lr {DEFAULT_LR}, batch {DEFAULT_BATCH}, "
-              f"mean over seeds {args.seeds})\n")
+              f"{targets}, mean over seeds {args.seeds})\n")
         print(markdown_table(["problem", "epochs", *names], rows))
 
     if figure is not None:

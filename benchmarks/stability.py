@@ -113,7 +113,7 @@ def main(argv=None):
                      if (problem, base, g[2], g[4]) in adam]
             counts.append(f"{sum(beats)}/{len(beats)}" if beats and rule not in baselines else "-")
         summary.append((problem, rule, float(r2.min()), float(np.median(r2)), float(r2.mean()), *counts, len(r2)))
-    print("\n## summary\n")
+    print(f"\n## summary (over configurations, each the mean over seeds {args.seeds})\n")
     print(markdown_table(["problem", "rule", "worst R2", "median R2", "mean R2", "R2 >= Adam's",
                           "R2 >= Adam + head solve's", "# configs"], summary))
 
