@@ -149,16 +149,17 @@ def plot_ridge_path(
 
     Examples
     --------
+    A heatmap of 3 epochs of 10 steps, and the same path as a line:
+
     >>> import matplotlib
     >>> matplotlib.use("Agg")
-    >>> from sklearn_slimtrain import SlimTrainRegressor
-    >>> from sklearn_slimtrain.datasets import make_peaks
-    >>> from sklearn_slimtrain.plotting import plot_ridge_path
-    >>> X, y = make_peaks(200, random_state=0)
-    >>> model = SlimTrainRegressor(max_iter=3, random_state=0).fit(X, y)  # 6 steps per epoch
-    >>> ax = plot_ridge_path(model)  # epochs x iterations
-    >>> ax.get_xlabel(), ax.get_ylabel()
-    ('epoch', 'iteration in epoch')
+    >>> from sklearn_slimtrain import SlimTrainRegressor, datasets, plotting
+    >>> X, y = datasets.make_peaks(200, random_state=0)
+    >>> model = SlimTrainRegressor(batch_size=20, max_iter=3, random_state=0).fit(X, y)
+    >>> plotting.plot_ridge_path(model).get_ylabel()
+    'iteration in epoch'
+    >>> plotting.plot_ridge_path(model, kind="line").get_xlabel()
+    'iteration'
     """
     reg = _regressor(estimator)
     path = reg.ridge_path_
