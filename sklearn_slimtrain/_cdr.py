@@ -88,6 +88,7 @@ This module is pure numpy/scipy.
 """
 
 import contextlib
+import numbers
 
 import numpy as np
 import scipy.sparse as sp
@@ -205,7 +206,7 @@ def reaction_term(u, C):
         2: lambda: np.multiply(u2, inv2),
         3: lambda: np.divide(u2 * u, 1.0 + u2 * u),
         4: lambda: np.tanh(u),
-        5: lambda: np.subtract(1.0, em),
+        5: lambda: np.negative(np.expm1(-u)),  # not 1 - em: that can exceed u by rounding for small u
         6: lambda: np.multiply(u, em),
         7: lambda: np.multiply(u, inv2),
         8: lambda: np.multiply(mm, inv1),
@@ -382,6 +383,30 @@ def interpolation_matrix(grid, points):
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(pts), n * n))
 
 
+def _integral(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_) and np.isfinite(value)
+
+
+def _check_solver_arguments(grid, n_steps, final_time, diffusion, velocity, source, reaction_rate, chunk_size):
+    """ValueError/TypeError naming the argument, before any of them reaches numpy or scipy."""
+    for name, value, low in (("grid", grid, 2), ("n_steps", n_steps, 1), ("chunk_size", chunk_size, 1)):
+        if not _integral(value) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not _real(final_time) or final_time <= 0:
+        raise ValueError(f"final_time must be a finite number > 0, got {final_time!r}")
+    if not _real(diffusion) or diffusion < 0:
+        raise ValueError(f"diffusion must be a finite number >= 0, got {diffusion!r}")
+    if not _real(reaction_rate):
+        raise ValueError(f"reaction_rate must be a finite number, got {reaction_rate!r}")
+    for name, value in (("velocity", velocity), ("source", source)):
+        if not (callable(value) or _real(value)):
+            raise TypeError(f"{name} must be a finite number or a callable, got {value!r}")
+
+
 def solve_cdr(
     y,
     *,
@@ -423,6 +448,7 @@ def solve_cdr(
     u0 : None, float, callable or array of shape (grid, grid), default=None
         Initial condition (``None``: zero, as in the paper).
     sensors : array of shape (p, 2), default=SENSORS
+        Points in the closed unit square.
     times : array of shape (q,), default=OBSERVATION_TIMES
     return_fields : bool, default=False
         Also return the fields at the observation times and the mass budget.
@@ -437,12 +463,31 @@ def solve_cdr(
         ``fields`` (n_samples, q, grid, grid), ``mass`` (n_samples, n_steps + 1) with
         ``mass[:, m] = h^2 sum u^m``, and ``production`` (n_samples, n_steps) with
         ``production[:, m] = dt h^2 sum (f(t_m) + R(u^m))``.
+
+    Raises
+    ------
+    ValueError
+        For a non-finite ``y``, a ``grid`` below 2, a non-positive ``n_steps``,
+        ``final_time`` or ``chunk_size``, a negative ``diffusion``, sensors outside the
+        unit square, observation times that are not step times, or a step too long for the
+        positivity condition ``dt * rho <= 1`` (module docstring).
+    TypeError
+        For a ``velocity`` or ``source`` that is neither a finite number nor a callable.
     """
     y = np.asarray(y, dtype=np.float64)
     single = y.ndim == 1
     Y = np.atleast_2d(y)
-    if Y.shape[1] != N_REACTIONS:
-        raise ValueError(f"y must have {N_REACTIONS} columns, got {Y.shape[1]}")
+    if Y.ndim != 2 or Y.shape[1] != N_REACTIONS or Y.shape[0] == 0:
+        raise ValueError(f"y must have shape ({N_REACTIONS},) or (n_samples, {N_REACTIONS}), got {y.shape}")
+    if not np.isfinite(Y).all():
+        raise ValueError("y must be finite, got NaN or infinity")
+    _check_solver_arguments(grid, n_steps, final_time, diffusion, velocity, source, reaction_rate, chunk_size)
+    sensors = np.asarray(sensors, dtype=np.float64)
+    if sensors.ndim != 2 or sensors.shape[1] != 2 or not ((sensors >= 0) & (sensors <= 1)).all():
+        raise ValueError(f"sensors must be an array of shape (p, 2) with points in [0, 1]^2, got {sensors!r}")
+    times = np.asarray(times, dtype=np.float64)
+    if times.ndim != 1 or times.size == 0 or not np.isfinite(times).all():
+        raise ValueError(f"times must be a non-empty 1-D array of finite values, got {times!r}")
     n = int(grid)
     N = n * n
     dt = final_time / n_steps

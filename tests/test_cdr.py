@@ -312,3 +312,85 @@ def test_make_cdr_step_rule_is_seed_independent():
 def test_make_cdr_rejects_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_cdr(**{"n_samples": 3, "grid": 8, "n_steps": 36, **kwargs})
+
+
+def test_defaults_are_the_documented_problem():
+    # every constant of the default problem written out from the docstrings (module, make_cdr's
+    # Notes, docs/cdr.md) and passed explicitly: a changed default constant fails here
+    def stream(x1, x2):  # psi = (a / pi) sin(pi x1) sin(pi x2), a = 1
+        return np.sin(np.pi * x1) * np.sin(np.pi * x2) / np.pi
+
+    def source(x1, x2, t):  # f = 10 (0.1 + exp(-|x - (0.25, 0.6)|^2 / (2 * 0.08^2)))
+        return 10.0 * (0.1 + np.exp(-((x1 - 0.25) ** 2 + (x2 - 0.6) ** 2) / (2 * 0.08**2)))
+
+    def footprints(x1, x2):  # g_j = exp(-|x - x_j|^2 / (2 * 0.1^2)), x_j = ((c + 0.5)/11, (q + 0.5)/5)
+        j = np.arange(55)[:, None]
+        c1, c2 = (j % 11 + 0.5) / 11, (j // 11 + 0.5) / 5
+        return np.exp(-((x1[None] - c1) ** 2 + (x2[None] - c2) ** 2) / (2 * 0.1**2))
+
+    sensors = [[0.25, 0.6], [0.25, 0.3], [0.5, 0.2], [0.75, 0.4], [0.6, 0.8], [0.5, 0.5]]
+    X, Y = make_cdr(3, random_state=0)  # default grid (32) and steps (96)
+    np.testing.assert_array_equal(X, np.random.RandomState(0).uniform(size=(3, 55)))
+    expected = solve_cdr(
+        X,
+        grid=32,
+        n_steps=96,
+        final_time=1.0,
+        diffusion=0.02,
+        velocity=stream,
+        source=source,
+        reaction_rate=15.0,
+        footprints=footprints,
+        sensors=sensors,
+        times=np.arange(1, 13) / 12,
+    )
+    np.testing.assert_allclose(Y, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_positivity_at_the_step_limit_with_sharp_data():
+    # no source, a single hot cell, the decay terms of one reaction type at a time with uniform
+    # footprints and dt * rho = 1 - 1e-9 (the limit of the condition; 1e-9 keeps rounding on
+    # the allowed side): u + dt R(u) = u - dt rho phi(u) >= 0 needs phi(u) <= u for that type
+    _, types, signs = reaction_layout()
+    n_steps = 12
+    for t, (name, _) in enumerate(REACTION_TYPES):
+        decays = (signs < 0) & (types == t)
+        assert decays.any(), name  # every type has a decay term
+        y = np.where(decays, (1 - 1e-9) * n_steps / (REACTION_RATE * decays.sum()), 0.0)
+        for hot in (1e-3, 0.5, 50.0):
+            u0 = np.zeros((8, 8))
+            u0[2, 5] = hot
+            _, extra = solve_cdr(
+                y, grid=8, n_steps=n_steps, source=0.0, footprints=_uniform_footprints, u0=u0, return_fields=True
+            )
+            assert extra["fields"].min() >= 0, (name, hot)
+            assert extra["mass"][-1] < extra["mass"][0], (name, hot)  # decay only: the mass falls
+        with pytest.raises(ValueError, match="positivity"):
+            solve_cdr(1.001 * y / (1 - 1e-9), grid=8, n_steps=n_steps, source=0.0, footprints=_uniform_footprints)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"y": np.full(55, np.nan)}, ValueError, "y must be finite"),
+        ({"y": np.ones(54)}, ValueError, r"y must have shape \(55,\)"),
+        ({"y": np.ones((0, 55))}, ValueError, r"y must have shape"),
+        ({"grid": 0}, ValueError, "grid must be an integer >= 2, got 0"),
+        ({"grid": 2.5}, ValueError, "grid must be an integer >= 2, got 2.5"),
+        ({"grid": True}, ValueError, "grid must be an integer >= 2, got True"),
+        ({"n_steps": 0}, ValueError, "n_steps must be an integer >= 1, got 0"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be an integer >= 1, got 0"),
+        ({"final_time": 0.0}, ValueError, "final_time must be a finite number > 0, got 0.0"),
+        ({"diffusion": -0.1}, ValueError, "diffusion must be a finite number >= 0, got -0.1"),
+        ({"reaction_rate": np.inf}, ValueError, "reaction_rate must be a finite number, got inf"),
+        ({"velocity": "vortex"}, TypeError, "velocity must be a finite number or a callable, got 'vortex'"),
+        ({"source": np.nan}, TypeError, "source must be a finite number or a callable, got nan"),
+        ({"sensors": [[0.5, 1.5]]}, ValueError, r"sensors must be an array of shape \(p, 2\) with points in"),
+        ({"sensors": [0.5, 0.5]}, ValueError, r"sensors must be an array of shape \(p, 2\)"),
+        ({"times": []}, ValueError, "times must be a non-empty 1-D array"),
+    ],
+)
+def test_solve_cdr_rejects_bad_arguments(kwargs, error, message):
+    args = {"y": np.zeros(55), "grid": 8, "n_steps": 36, **kwargs}
+    with pytest.raises(error, match=message):
+        solve_cdr(args.pop("y"), **args)
