@@ -10,6 +10,7 @@ the estimator's parameters and the fitted state that ``_initialize`` creates.
 import contextlib
 import copy
 import math
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -50,20 +51,37 @@ def _tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
     return torch.tensor(array, dtype=dtype, device=device)
 
 
+# Torch's global generators are shared by every thread of the process.  A fit holds this
+# lock while it has them seeded (building the extractor; the epochs of an extractor that
+# draws, e.g. dropout), so that fits in threads (joblib's threading backend, Dask workers
+# with several threads) neither reseed nor restore each other's generators mid-draw: the
+# same random_state gives the same model wherever the fit runs.
+_RNG_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _seeded_rng(seed: int, device: torch.device):
     """Torch's global RNG seeded with ``seed`` inside the block, and as it was after it.
 
     The CPU's generator, and the CUDA device's when ``device`` is one (an MPS
     generator is not forked): the caller's generators are left as they were.
+    Other threads wait for the block to end before they seed them (``_RNG_LOCK``).
     """
     cuda = [device_index(device)] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    with _RNG_LOCK, torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(seed)
         for index in cuda:
             with torch.cuda.device(index):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+def _rng_states(device: torch.device) -> list:
+    """The states of the generators :func:`_seeded_rng` seeds (host copies)."""
+    states = [torch.default_generator.get_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device_index(device)))
+    return states
 
 
 def _clone(state):
@@ -235,14 +253,25 @@ class _SeparableNetworkMixin:
         the model's NumPy generator), so ``random_state`` fixes such a fit too and
         the caller's torch RNG is left as it was.  The CPU's generator, and the
         CUDA device's when the model is there (an MPS generator is not forked).
+
+        The first epoch of each ``fit`` or ``partial_fit`` call is seeded (and holds
+        ``_RNG_LOCK``) and records whether the extractor drew; the call's later epochs
+        are seeded only if it did, so fits in threads whose extractors never draw do
+        not wait for each other.  An extractor that starts drawing after the first
+        epoch of a call draws from the caller's generator in that call.
         """
         seed = getattr(self, "_torch_seed", None)  # absent from models saved by older versions
-        if seed is None:
+        draws = getattr(self, "_epoch_draws", None)  # None: not known yet in this call
+        if seed is None or draws is False:
             yield
             return
+        device = torch.device(self.device_)
         epoch_seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
-        with _seeded_rng(epoch_seed, torch.device(self.device_)):
+        with _seeded_rng(epoch_seed, device):
+            seeded = _rng_states(device)
             yield
+            if draws is None:
+                self._epoch_draws = not all(map(torch.equal, seeded, _rng_states(device)))
 
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s trainable parameters (None when there are none)."""
