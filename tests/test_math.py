@@ -431,6 +431,34 @@ def test_tridiagonal_step_follows_the_eigendecomposition_step(b, p, t, rule, max
     np.testing.assert_allclose(ours.coef, w_ref, rtol=0, atol=1e-4 * np.abs(w_ref).max())
 
 
+def test_tridiagonal_step_does_not_take_an_unresolved_tiny_ridge():
+    # A review's case: 32 rows, 100 tanh features of scale 1e3 plus the ones column, W = 0.
+    # At tiny S the tridiagonal solve's error (cond(T + S I) ~ 1e13) made the residual read
+    # as small and valid, and the step chose 7.4e-4 where the sGCV minimiser is 53.6.
+    rng = np.random.RandomState(0)
+    b, p = 32, 100
+    Xr, Wf = rng.randn(b, 3), rng.randn(3, p)
+    A = np.c_[1e3 * np.tanh(Xr @ Wf), np.ones(b)] / np.sqrt(b)
+    B = (np.sin(Xr[:, :1]) + Xr[:, 1:2] * Xr[:, 2:3]) / np.sqrt(b)
+    W = np.zeros((p + 1, 1))
+    gram, cross, rnorm2, n, coef = _tridiagonal_args(A, B, W)
+    kwargs = dict(ridge_fixed=None, ridge_ref=np.asarray(1e-3), max_change=np.inf)
+    ours = slimtik_update_tridiagonal(gram, cross, rnorm2, n, coef, np.asarray(0.0), **kwargs)
+    ref = slimtik_update(gram, cross, rnorm2, n, coef, np.asarray(0.0), None, batch=A, **kwargs)
+
+    def sgcv(S):  # kernel form, b x b (K + S I well conditioned for S >= 1e-3 here)
+        K = A @ A.T
+        fit = K @ np.linalg.solve(K + S * np.eye(b), B)
+        return b * ((fit - B) ** 2).sum() / (b - np.trace(np.linalg.solve(K + S * np.eye(b), K))) ** 2
+
+    cands = global_candidates(gram)
+    usable = cands[cands >= 1e-3]
+    best = usable[np.argmin([sgcv(S) for S in usable])]
+    assert float(ref.ridge) == pytest.approx(best, rel=1e-12)
+    assert float(ours.ridge) == pytest.approx(best, rel=1e-12)
+    np.testing.assert_allclose(ours.coef, ref.coef, rtol=0, atol=1e-9 * np.abs(ref.coef).max())
+
+
 @settings(max_examples=FUZZ_EXAMPLES // 2, deadline=None)
 @given(_random_problem(), st.floats(1e-3, 1e2))
 def test_tridiagonal_step_matches_dense_reference_on_random_problems(problem, rel_ridge):
