@@ -99,7 +99,10 @@ def head_solve(predict, X, y):
         return torch.cat([Z, torch.ones(len(Z), 1, dtype=torch.float64)], dim=1)
 
     A = features(X)
+    offset = Y.mean(0)  # the package centres the targets of a head with an intercept
+    Y = Y - offset
     W0 = torch.cat([head.weight.detach().double().cpu().T, head.bias.detach().double().cpu()[None]], dim=0)
+    W0[-1] -= offset
     R = Y - A @ W0
     if (R * R).sum() > (Y * Y).sum():  # as SlimTikHead.solve_full: Adam's head fits worse than zero,
         W0, R = torch.zeros_like(W0), Y  # so correct the zero head
@@ -107,7 +110,7 @@ def head_solve(predict, X, y):
     coef = tikhonov_from_gram(A.T @ A / n, A.T @ R / n, (R * R).sum() / n, n, ridge=None, coef=W0).coef
 
     def solved(Xn):
-        out = (features(Xn) @ coef).numpy()
+        out = (features(Xn) @ coef + offset).numpy()
         return out[:, 0] if np.ndim(y) == 1 else out
 
     return solved

@@ -31,7 +31,12 @@ from sklearn_slimtrain.datasets import peaks
 
 
 class RandomTanhFeatures(torch.nn.Module):
-    """``tanh(x K + c)`` with fixed random ``K`` and ``c`` (buffers: nothing to train)."""
+    """``[tanh(x K + c), 1]`` with fixed random ``K`` and ``c`` (buffers: nothing to train).
+
+    The trailing column of ones makes the intercept one more weight of ``w``, regularised
+    with the others as in the paper; the model below is therefore built with
+    ``fit_intercept=False`` (its own intercept would centre the targets first).
+    """
 
     def __init__(self, n_in=2, n_out=50, seed=0):
         super().__init__()
@@ -40,7 +45,8 @@ class RandomTanhFeatures(torch.nn.Module):
         self.register_buffer("c", torch.randn(n_out, generator=g, dtype=torch.float64))
 
     def forward(self, x):
-        return torch.tanh(x @ self.K.to(x.dtype) + self.c.to(x.dtype))
+        z = torch.tanh(x @ self.K.to(x.dtype) + self.c.to(x.dtype))
+        return torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
 
 
 side = np.linspace(-3, 3, 40)
@@ -53,8 +59,7 @@ lam, batch = 1e-3, 20
 n_steps = len(X) // batch
 
 with torch.no_grad():
-    Z = features(torch.from_numpy(X)).numpy()
-Z1 = np.hstack([Z, np.ones((len(Z), 1))])  # the intercept is one more weight, also regularised
+    Z1 = features(torch.from_numpy(X)).numpy()  # the last column is ones: the intercept, also regularised
 w_hat = np.linalg.solve(Z1.T @ Z1 / len(X) + lam * np.eye(Z1.shape[1]), Z1.T @ y / len(X))
 
 
@@ -76,12 +81,13 @@ print(f"objective: {objective(0 * w_hat):.3f} at zero, {objective(w_hat):.3f} at
 # Each call with ``batch_size`` rows is one slimTik step; ``memory_depth=None`` keeps the
 # Gram matrices of all earlier batches (as one running sum) and ``ridge=lam`` fixes the
 # ridge of each step to its share of ``lam``.
-stik = SlimTrainRegressor(features, ridge=lam, memory_depth=None, batch_size=batch, dtype="float64")
+stik = SlimTrainRegressor(features, ridge=lam, memory_depth=None, batch_size=batch, dtype="float64",
+                          fit_intercept=False)
 stik_error = []
 for k in range(n_steps):
     rows = slice(k * batch, (k + 1) * batch)
     stik.partial_fit(X[rows], y[rows])
-    stik_error.append(rel_error(np.append(stik.coef_, stik.intercept_)))
+    stik_error.append(rel_error(stik.coef_))
 print(f"sTik one step before the end of the epoch: relative error {stik_error[-2]:.1e}")
 print(f"sTik after one epoch: relative error {stik_error[-1]:.1e}")
 

@@ -113,9 +113,12 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         is ``q x q`` for ``q`` head weights.  ``partial_fit`` never refits (it
         is one streaming pass).
     fit_intercept : bool, default=True
-        Append a ones column to the features; its weight (the intercept) is
-        regularised with ``W``, as in the paper.  Dense head only: a layer
-        ``head`` has its own ``bias`` (or none).
+        Append a ones column to the features; its weight is regularised with
+        ``W``, as in the paper, and the head fits the targets centred by the
+        (weighted) mean of the first fit's ``y`` (``intercept_`` includes it),
+        so that an offset in ``y`` costs nothing.  Dense head only: a layer
+        ``head`` has its own ``bias`` (or none); an ``nn.Linear`` head with a
+        bias is centred too.
     device : str or torch.device, default="cpu"
         "cpu", "cuda", "cuda:N", "mps" or "auto" (CUDA, then MPS, then CPU),
         resolved at ``fit`` on the machine that fits.  MPS has no float64:
@@ -409,7 +412,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             move_model(self, device)  # set_params(device=...) between calls: the model follows
         try:
             if reset:
-                self._initialize(X, y2, y_ndim)
+                self._initialize(X, y2, y_ndim, sw)
             return self._train(X, y2, sw, val, incremental, early)
         except BaseException:
             if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
@@ -504,7 +507,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             if name not in ("n_features_in_", "feature_names_in_"):
                 delattr(self, name)
 
-    def _initialize(self, X, y2, y_ndim):
+    def _initialize(self, X, y2, y_ndim, sw):
         """Create every piece of fitted state (the only place that does)."""
         device = self._device_from_params()
         self._dtype = resolve_dtype(self.dtype)
@@ -517,6 +520,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         self._init_params = frozen_params(self)
         self.n_outputs_ = y2.shape[1]
         self._y_ndim = y_ndim
+        self._y_offset = self._target_offset(layout, y2, sw)
         self.device_ = str(device)
         self._head = SlimTikHead(
             layout,
@@ -562,6 +566,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         with torch.no_grad():
             for rows, Z in self._chunked_features(X):
                 out[rows] = self._head.apply(Z).cpu().numpy()
+        out = self._uncentred(out)
         check_predictions(out)
         return out[:, 0] if self._y_ndim == 1 else out
 

@@ -42,8 +42,10 @@ FORMAT = "sklearn-slimtrain-model"
 # reading every file they can and refuse the others with the version error.  (Revisions
 # before d4021cd, never released, took a finite depth from the memory buffer's length and
 # misread a buffer that is not yet full; the version did not change then.)
-FORMAT_VERSION = 2
-_FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None still is
+# 3: the targets' offset (the dense head with an intercept centres the targets; before,
+# its files had no offset, which reads as none).
+FORMAT_VERSION = 3
+_FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None or an offset still is
 # Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
 _FITTED = (
     "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
@@ -187,9 +189,12 @@ def save_model(est, path) -> None:
         head=to_cpu(head_tensors),
         rng_keys=torch.from_numpy(rng_keys.astype(np.int64)),
     )
+    offset = getattr(est, "_y_offset", None)
+    if offset is not None:
+        tensors["y_offset"] = torch.from_numpy(np.array(offset, dtype=np.float64))
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION if est._head.memory.depth is None else _FIRST_FORMAT_VERSION,
+        "format_version": 3 if offset is not None else 2 if est._head.memory.depth is None else _FIRST_FORMAT_VERSION,
         "class": type(est).__name__,
         "params": params,
         "params_to_pass_at_load": required,
@@ -333,6 +338,11 @@ def load_model(cls, path, **params):
     if "feature_names_in_" in fitted:
         est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     est._dtype = getattr(torch, fitted["_dtype"])
+    offset = tensors.get("y_offset")  # absent: not centred (and every file before version 3)
+    if offset is not None and not (isinstance(offset, torch.Tensor) and offset.shape == (est.n_outputs_,)
+                                   and offset.dtype == torch.float64 and bool(torch.isfinite(offset).all())):
+        raise ValueError(f"{path!s} is damaged: tensors.pt['y_offset'] is not {est.n_outputs_} finite float64 values.")
+    est._y_offset = None if offset is None else offset.numpy()
     name, pos, has_gauss, gauss = fitted["_rng"]
     est._rng = np.random.RandomState()
     est._rng.set_state((name, tensors["rng_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))

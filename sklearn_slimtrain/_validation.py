@@ -334,7 +334,7 @@ def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None
     with input_names_kept_on_error(est, fitted):
         X, y = validate_data(est, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32))
         y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-        if y2.dtype.kind in "biu":  # booleans and integer counts, as floats
+        if y2.dtype.kind in "biuf" and y2.dtype not in (np.float32, np.float64):  # counts, float16, long double
             y2 = y2.astype(np.float64)
         if incremental and fitted:  # scikit-learn validates partial_fit's parameters on the first call only
             est._validate_params()

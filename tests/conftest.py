@@ -41,6 +41,16 @@ def tikhonov(Z, Y, lam):
     return np.linalg.solve(Z.T @ Z / N + lam * np.eye(p), Z.T @ Y / N)
 
 
+def with_offset(solve, Z1, Y, *args, weights=None):
+    """``solve(Z1, Y, *args)`` as the estimator applies it to a head with an intercept
+    (``Z1``'s last column is ones): on the targets centred by their (weighted) mean, whose
+    offset then joins the intercept row."""
+    offset = np.average(Y, axis=0, weights=weights)
+    W = np.array(solve(Z1, Y - offset, *args), dtype=np.float64)
+    W[-1] += offset
+    return W
+
+
 def gcv_ridge(Z, Y):
     """Brute-force GCV ridge of the full-data Tikhonov problem over the final head solve's grid.
 

@@ -500,10 +500,13 @@ def test_save_load_round_trip_and_continue(tmp_path):
     other = SlimTrainRegressor.load(tmp_path / "unlimited.slim")
     assert other.memory_depth is None
     np.testing.assert_array_equal(other.partial_fit(X0, Y0).predict(X0), unlimited.partial_fit(X0, Y0).predict(X0))
-    # the lowest format version that describes the file: older packages read the others
-    versions = [json.loads(zipfile.ZipFile(p).read("model.json"))["format_version"]
-                for p in (path, tmp_path / "unlimited.slim")]
-    assert versions == [1, 2]
+    # the lowest format version that describes the file: older packages read the others (a
+    # centred head is 3: an older package would drop the targets' offset from its predictions)
+    for name, params in (("through-origin", {}), ("unlimited-through-origin", {"memory_depth": None})):
+        _fit(fit_intercept=False, batch_size=16, **params).save(tmp_path / f"{name}.slim")
+    versions = [json.loads(zipfile.ZipFile(tmp_path / f"{name}.slim").read("model.json"))["format_version"]
+                for name in ("model", "unlimited", "through-origin", "unlimited-through-origin")]
+    assert versions == [3, 3, 1, 2]
 
 
 def test_a_damaged_memory_in_a_model_file_is_refused_at_load(tmp_path):
@@ -548,6 +551,8 @@ def _rewrite(path, edit_meta=None, edit_tensors=None):
      r"cannot be applied to its recorded n_features_in_=5: RuntimeError"),
     (lambda m: m["head"].update(memory_next=99), None, r"next slot 99, which do not fit memory_depth=3"),
     (lambda m: m["head"].update(memory_next=0), None, r"next slot 0, which do not fit memory_depth=3"),
+    (None, lambda t: t.update(y_offset=torch.zeros(5, dtype=torch.float64)), r"tensors.pt\['y_offset'\] is not 1 "),
+    (None, lambda t: t.update(y_offset=torch.tensor([np.nan], dtype=torch.float64)), r"'y_offset'\] is not 1 finite"),
 ])
 def test_a_damaged_model_file_is_refused_with_a_value_error(tmp_path, edit_meta, edit_tensors, message):
     # each damage used to surface as a KeyError, TypeError, RuntimeError, or (memory_next)

@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import check_sample_weight_equivalence_on_de
 
 from sklearn_slimtrain import SlimTrainRegressor
 from sklearn_slimtrain.datasets import make_peaks
-from tests.conftest import FrozenFeatures, gcv_ridge, tikhonov
+from tests.conftest import FrozenFeatures, gcv_ridge, tikhonov, with_offset
 
 
 def _design(extractor, X):
@@ -53,9 +53,9 @@ def test_one_epoch_full_memory_is_the_weighted_tikhonov_solution(lam, batch_size
     ext = FrozenFeatures(n_out=7)
     model = SlimTrainRegressor(ext, ridge=lam, memory_depth=10, batch_size=batch_size, max_iter=1, shuffle=False,
                                dtype="float64", refit_head=False, random_state=0).fit(X, Y, sample_weight=w)
-    W = _weighted_tikhonov(_design(ext, X), Y, w, lam)
+    W = with_offset(_weighted_tikhonov, _design(ext, X), Y, w, lam, weights=w)
     np.testing.assert_allclose(np.hstack([model.coef_, model.intercept_[:, None]]).T, W, rtol=1e-9, atol=1e-12)
-    unweighted = tikhonov(_design(ext, X), Y, lam)
+    unweighted = with_offset(tikhonov, _design(ext, X), Y, lam)
     assert np.abs(W - unweighted).max() > 1e-3  # the weights matter for this data
     if batch_size == len(X):  # one batch: the loss is the final head's weighted mean loss
         resid = model.predict(X) - Y
@@ -69,10 +69,10 @@ def test_refit_head_is_the_weighted_gcv_solution_counting_rows():
     model = SlimTrainRegressor(ext, batch_size=16, max_iter=1, dtype="float64").fit(X, Y, sample_weight=w)
     # weighted GCV = plain GCV on the rows scaled by sqrt(w_i N / M): N rows, weighted residual and influence
     root = np.sqrt(w * len(w) / w.sum())[:, None]
-    best = gcv_ridge(root * Z, root * Y)
+    best = gcv_ridge(root * Z, root * (Y - np.average(Y, axis=0, weights=w)))
     assert model.refit_ridge_ == pytest.approx(best, rel=1e-12)
     got = np.hstack([model.coef_, model.intercept_[:, None]]).T
-    np.testing.assert_allclose(got, _weighted_tikhonov(Z, Y, w, best), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(got, with_offset(_weighted_tikhonov, Z, Y, w, best, weights=w), rtol=1e-8, atol=1e-12)
 
 
 def test_integer_weights_equal_repeated_rows_with_a_fixed_ridge():
