@@ -230,7 +230,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     Lambda_k``.  With a float ``ridge=lam``, ``Lambda_k = lam b / batch_size``;
     with a frozen extractor and memory covering all batches, one epoch without
     shuffling then gives exactly the Tikhonov solution of
-    ``min_W (1/N) sum_i 1/2 ||W z_i - y_i||^2 + lam/2 ||W||_F^2``.
+    ``min_W (1/N) sum_i 1/2 ||W z_i - (y_i - c)||^2 + lam/2 ||W||_F^2``, with
+    ``c`` the targets' mean (``fit_intercept``; 0 otherwise), which ``intercept_`` adds back.
     The extractor is then updated from the gradient of
     ``(1/b) sum_{i in T_k} 1/2 ||W_k z_i(theta) - y_i||^2 + alpha/2 ||theta||^2``
     with the fresh ``W_k`` held constant (Algorithm 3.1, line 12).
@@ -242,13 +243,11 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     With ``sample_weight`` ``s_i``, row ``i`` of the head's problem is scaled
     by ``sqrt(s_i)``, a batch counts its weight ``m_k = sum_{i in T_k} s_i``
     in place of ``b`` (``Lambda_k = lam m_k / batch_size``), and the losses are
-    weighted means (``1/N`` becomes ``1/sum_i s_i``): the Tikhonov identity
-    above holds with weights, and integer weights equal repeated rows for a
-    fixed ridge where the batches do not matter: a frozen extractor with
-    ``memory_depth=None`` or the final head solve, or all rows in one batch
-    (otherwise repeating rows changes the batches, hence the iterates and the
-    extractor's steps).  sGCV and the final GCV count rows, so only the ratios of the
-    weights matter; a row of weight 0 is dropped.
+    weighted means (``1/N`` becomes ``1/sum_i s_i``; ``c`` the weighted mean): the
+    Tikhonov identity above holds with weights.  sGCV and the final GCV count
+    rows, so only the ratios of the weights matter, and integer weights equal
+    repeated rows only with a fixed ridge where the batches do not matter (see
+    the user guide); a row of weight 0 is dropped.
 
     A step makes no host-device synchronisation of its own: the ridge is chosen
     on the device, and the loss and the ridge path are copied to the host once

@@ -243,7 +243,10 @@ def check_sample_weight(sample_weight, X: np.ndarray, name: str = "sample_weight
     except ValueError as exc:  # scikit-learn's message, naming this parameter
         if name == "sample_weight":
             raise
-        raise ValueError(str(exc).replace("sample_weight", name)) from None
+        message = str(exc).replace("sample_weight", name)
+        if name not in message:  # e.g. "Sample weights must contain at least one non-zero number."
+            message = f"{name}: {message}"
+        raise ValueError(message) from None
     with np.errstate(over="ignore"):
         total = sw.sum()
     if not np.isfinite(total):  # huge weights whose sum overflows
@@ -361,7 +364,7 @@ def _same(name, old, new) -> bool:
         return resolve_dtype(old) == resolve_dtype(new)  # "float64" and torch.float64 alike
     if isinstance(old, (str, Real)) and isinstance(new, (str, Real)):
         return old == new
-    return old is new  # a module, callable or class: the same object
+    return old is new  # a module, callable or class: the same object (an equal copy is another object)
 
 
 def _describe(value) -> str:
@@ -388,7 +391,8 @@ def check_unchanged_params(est, y2: np.ndarray) -> None:
         new = getattr(est, name)
         if not _same(name, old, new):
             raise ValueError(
-                f"{name} was {_describe(old)} when this model was initialised and is now {_describe(new)}. "
+                f"{name} was {_describe(old)} when this model was initialised and is now {_describe(new)} "
+                f"(modules, callables and classes are compared by identity). "
                 f"It defines the fitted model, so partial_fit and warm-started fits cannot change it: fit from "
                 f"scratch (warm_start=False) or on a clone. learning_rate, alpha, batch_size, ridge_max_change, "
                 f"shuffle and the stopping parameters take effect on the next call."

@@ -171,6 +171,9 @@ BATTERY = [
     ("sample_weight_val-shape", "sample_weight_val with other rows", lambda: _fit(
         early_stopping=True, X_val=X0, y_val=Y0, sample_weight_val=np.ones(59)),
      (ValueError, r"sample_weight_val.shape == \(59,\), expected \(60,\)")),
+    ("sample_weight_val-zeros", "sample_weight_val all zero", lambda: _fit(
+        early_stopping=True, X_val=X0, y_val=Y0, sample_weight_val=np.zeros(60)),
+     (ValueError, r"^sample_weight_val: Sample weights must contain at least one non-zero")),
 ]
 
 
