@@ -113,8 +113,7 @@ def run(method, lr, batch, memory, epochs, report_epoch, seed, n_samples, target
             curve.append((loss(model.predict(Xtr), Ytr), loss(model.predict(Xva), Yva)))
             if epoch == report_epoch:  # the product's final head solve on the same extractor
                 final = copy.deepcopy(model)
-                train = (torch.tensor(Xtr, dtype=torch.float32), torch.tensor(Ytr, dtype=torch.float64), None, None)
-                final._refit_head(train)
+                final._refit_head(final._training_tensors(Xtr, Ytr, None))  # as fit: the targets centred
                 refit = (loss(final.predict(Xtr), Ytr), loss(final.predict(Xva), Yva))
                 ridges_at_report = model.ridge_path_.copy()
     return dict(method=method, lr=lr, batch=batch, memory=memory, curve=curve, refit=refit,

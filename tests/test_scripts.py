@@ -83,6 +83,26 @@ print("same")
     assert _run("-c", code).stdout.strip() == "same"
 
 
+def test_cdr_benchmark_refit_column_is_the_estimators_final_head_solve():
+    # the "+refit head" column: the last slimTik iterate's extractor with fit's own final solve
+    # (a first version passed uncentred targets once fit began centring them: loss 54 for 4.8)
+    code = """
+import sys, warnings, numpy as np, torch
+sys.path.insert(0, "benchmarks")
+import cdr
+from sklearn_slimtrain import SlimTrainRegressor
+res = cdr.run("slim", 1e-3, 10, 0, 1, 1, 0, 40, 1.0)
+Xtr, Ytr, Xva, Yva = cdr.load(40)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    fit = SlimTrainRegressor(cdr.network, batch_size=10, max_iter=1, random_state=0).fit(Xtr, Ytr)
+expected = (cdr.loss(fit.predict(Xtr), Ytr), cdr.loss(fit.predict(Xva), Yva))
+assert np.allclose(res["refit"], expected, rtol=1e-9), (res["refit"], expected)
+print("same")
+"""
+    assert _run("-c", code).stdout.strip() == "same"
+
+
 def test_autoencoder_benchmark_quick():
     out = _run("benchmarks/autoencoder.py", "--quick").stdout
     assert "## Figure 8" in out and "| Adam lambda=1e-10 |" in out and "## Figure 10" in out and "| 100 |" in out
