@@ -369,7 +369,7 @@ def test_warm_start_continues(peaks_data):
         (dict(fit_intercept=False), "fit_intercept was True"),
         (dict(head_dtype="float32"), "head_dtype was 'float64'"),
         (dict(feature_extractor=lambda n: torch.nn.Linear(n, 4)),
-         r"feature_extractor was None .* now \S*test_estimator.<lambda>\."),
+         r"feature_extractor was None .* now \S*test_estimator.<lambda> \(modules, callables and classes are compared by identity\)\."),
     ],
 )
 @pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
