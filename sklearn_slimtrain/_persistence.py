@@ -44,7 +44,9 @@ FORMAT = "sklearn-slimtrain-model"
 # misread a buffer that is not yet full; the version did not change then.)
 # 3: the targets' offset (the dense head with an intercept centres the targets; before,
 # its files had no offset, which reads as none).
-FORMAT_VERSION = 3
+# 4: ResNetFeatures(pass_inputs=True) (a configuration that older packages cannot build;
+# files without it do not store the key, which reads as False).
+FORMAT_VERSION = 4
 _FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None or an offset still is
 # Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
 _FITTED = (
@@ -135,7 +137,10 @@ def _builtin_config(module):
     if type(module) is not ResNetFeatures:
         return None
     n_in = None if isinstance(module.opening, torch.nn.LazyLinear) else module.opening.in_features
-    return {"n_features_in": n_in, "width": module.width, "depth": module.depth, "final_time": module.final_time}
+    config = {"n_features_in": n_in, "width": module.width, "depth": module.depth, "final_time": module.final_time}
+    if module.pass_inputs:  # stored only when set: files of the paper's network stay readable by version 3
+        config["pass_inputs"] = True
+    return config
 
 
 def _encode_param(name, value, tensors):
@@ -192,9 +197,12 @@ def save_model(est, path) -> None:
     offset = getattr(est, "_y_offset", None)
     if offset is not None:
         tensors["y_offset"] = torch.from_numpy(np.array(offset, dtype=np.float64))
+    configs = [_builtin_config(est.feature_extractor_)] + [p["resnet"] for p in params.values() if "resnet" in p]
+    version = (4 if any(c is not None and c.get("pass_inputs") for c in configs) else 3 if offset is not None
+               else 2 if est._head.memory.depth is None else _FIRST_FORMAT_VERSION)
     meta = {
         "format": FORMAT,
-        "format_version": 3 if offset is not None else 2 if est._head.memory.depth is None else _FIRST_FORMAT_VERSION,
+        "format_version": version,
         "class": type(est).__name__,
         "params": params,
         "params_to_pass_at_load": required,

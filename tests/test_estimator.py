@@ -274,6 +274,26 @@ def test_lazy_builtin_extractor(peaks_data):
     assert m.coef_.shape == (6,)
 
 
+def test_pass_inputs_puts_the_inputs_ahead_of_the_features(peaks_data):
+    X, y = peaks_data
+    torch.manual_seed(0)
+    plain = ResNetFeatures(2, width=6)
+    both = ResNetFeatures(2, width=6, pass_inputs=True)
+    both.load_state_dict(plain.state_dict())  # the same network, its inputs passed on
+    x = torch.as_tensor(X[:7], dtype=torch.float32)
+    out = both(x)
+    assert out.shape == (7, 8)
+    assert torch.equal(out[:, :2], x) and torch.equal(out[:, 2:], plain(x))
+    lazy = ResNetFeatures(width=6, pass_inputs=True)
+    assert lazy(x).shape == (7, 8)
+    m = SlimTrainRegressor(ResNetFeatures(width=6, pass_inputs=True), max_iter=1, random_state=0).fit(X, y)
+    assert m.coef_.shape == (8,)
+    # a target linear in the inputs is the head's to fit: near-exact after one epoch
+    lin = X @ np.array([3.0, -2.0]) + 1.0
+    fit = SlimTrainRegressor(ResNetFeatures(2, width=4, pass_inputs=True), max_iter=1, random_state=0).fit(X, lin)
+    assert fit.score(X, lin) > 0.999
+
+
 @pytest.mark.parametrize(
     "extractor, match",
     [

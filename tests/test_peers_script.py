@@ -129,3 +129,21 @@ def test_peers_without_skorch_and_figure(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skorch is not installed" in out and "skorch (Adam" not in out and "| diabetes | 10 |" in out
     assert figure.stat().st_size > 1000
+
+
+def test_peers_models_option_with_pass_inputs(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("peers_models", ROOT / "benchmarks" / "peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    peers.main(["--problems", "diabetes", "--seeds", "0", "--epochs", "1", "--early-problems",
+                "--models", "RidgeCV", peers.PASS_INPUTS])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| problem | d |"))
+    assert header.split("|")[4:7] == [" RidgeCV ", f" {peers.PASS_INPUTS} ", f" {peers.PASS_INPUTS} - best "]
+    assert f"{peers.PASS_INPUTS} is the best or within" in out and "figure:" not in out  # no default figure
+    # the variant's network sees the 10 inputs and 16 features: its head has 26 weights
+    pipe = peers.make_model(peers.PASS_INPUTS, 0, 10, epochs=1)
+    X, _, y, _ = peers.load("diabetes", 0)
+    assert pipe.fit(X, y)[-1].coef_.shape == (26,)

@@ -761,6 +761,21 @@ def test_save_with_a_lazy_builtin_extractor_parameter(tmp_path):
     np.testing.assert_array_equal(clone(loaded).fit(X0, Y0).predict(X0), clone(model).fit(X0, Y0).predict(X0))
 
 
+def test_save_load_with_pass_inputs(tmp_path):
+    # format version 4: the option is in the fitted extractor and in the parameter (lazy or
+    # built), and an older package, which cannot build it, refuses the file by its version
+    for i, extractor in enumerate([ResNetFeatures(width=4, pass_inputs=True), ResNetFeatures(2, width=4, pass_inputs=True)]):
+        model = _fit(feature_extractor=extractor)
+        path = tmp_path / f"m{i}.slim"
+        model.save(path)
+        assert json.loads(zipfile.ZipFile(path).read("model.json"))["format_version"] == 4
+        loaded = SlimTrainRegressor.load(path)
+        assert loaded.feature_extractor.pass_inputs and loaded.feature_extractor_.pass_inputs
+        assert loaded.coef_.shape == (6,)
+        np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+        np.testing.assert_array_equal(clone(loaded).fit(X0, Y0).predict(X0), clone(model).fit(X0, Y0).predict(X0))
+
+
 class _Payload:
     def __reduce__(self):
         return (Path.touch, (Path(_Payload.target),))
