@@ -59,6 +59,9 @@ class ResNetFeatures(nn.Module):
     torch.Size([5, 10])
     """
 
+    # What a network pickled by a package older than the option (no instance attribute) reads.
+    pass_inputs: bool = False
+
     def __init__(self, n_features_in: int | None = None, *, width: int = 16, depth: int = 8, final_time: float = 5.0,
                  pass_inputs: bool = False):
         super().__init__()

@@ -286,6 +286,10 @@ def test_pass_inputs_puts_the_inputs_ahead_of_the_features(peaks_data):
     assert torch.equal(out[:, :2], x) and torch.equal(out[:, 2:], plain(x))
     lazy = ResNetFeatures(width=6, pass_inputs=True)
     assert lazy(x).shape == (7, 8)
+    # a network pickled before the option existed has no such attribute: it reads False
+    old = pickle.loads(pickle.dumps(plain))
+    del old.__dict__["pass_inputs"]
+    assert not old.pass_inputs and torch.equal(old(x), plain(x))
     m = SlimTrainRegressor(ResNetFeatures(width=6, pass_inputs=True), max_iter=1, random_state=0).fit(X, y)
     assert m.coef_.shape == (8,)
     # a target linear in the inputs is the head's to fit: near-exact after one epoch
