@@ -136,14 +136,11 @@ def make_model(name, seed, n_features, epochs=None, scale_targets=False):
 
 
 def _pipeline(name, seed, n_features, epochs):
-    if name == "SlimTrainRegressor":
-        extra = {} if epochs is None else {"max_iter": epochs}
-        model = SlimTrainRegressor(random_state=seed, **extra)
-    elif name == PASS_INPUTS:
-        extra = {} if epochs is None else {"max_iter": epochs}
-        model = SlimTrainRegressor(ResNetFeatures(pass_inputs=True), random_state=seed, **extra)
+    extra = {} if epochs is None else {"max_iter": epochs}
+    if name in ("SlimTrainRegressor", PASS_INPUTS):
+        extractor = ResNetFeatures(pass_inputs=True) if name == PASS_INPUTS else None
+        model = SlimTrainRegressor(extractor, random_state=seed, **extra)
     elif name == "MLPRegressor":
-        extra = {} if epochs is None else {"max_iter": epochs}
         model = MLPRegressor(random_state=seed, **extra)
     elif name == "RidgeCV":
         model = RidgeCV()

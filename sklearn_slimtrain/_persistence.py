@@ -197,7 +197,8 @@ def save_model(est, path) -> None:
     offset = getattr(est, "_y_offset", None)
     if offset is not None:
         tensors["y_offset"] = torch.from_numpy(np.array(offset, dtype=np.float64))
-    configs = [_builtin_config(est.feature_extractor_)] + [p["resnet"] for p in params.values() if "resnet" in p]
+    extractor_config = _builtin_config(est.feature_extractor_)
+    configs = (extractor_config, params.get("feature_extractor", {}).get("resnet"))  # fitted, parameter
     version = (4 if any(c is not None and c.get("pass_inputs") for c in configs) else 3 if offset is not None
                else 2 if est._head.memory.depth is None else _FIRST_FORMAT_VERSION)
     meta = {
@@ -208,7 +209,7 @@ def save_model(est, path) -> None:
         "params_to_pass_at_load": required,
         # An optimizer class, by name: its state is loaded into the class passed at load.
         "optimizer_class": _class_name(est.optimizer) if isinstance(est.optimizer, type) else None,
-        "extractor": _builtin_config(est.feature_extractor_),
+        "extractor": extractor_config,
         "head": head_scalars,
         "fitted": fitted,
     }

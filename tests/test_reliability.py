@@ -761,9 +761,11 @@ def test_save_with_a_lazy_builtin_extractor_parameter(tmp_path):
     np.testing.assert_array_equal(clone(loaded).fit(X0, Y0).predict(X0), clone(model).fit(X0, Y0).predict(X0))
 
 
-def test_save_load_with_pass_inputs(tmp_path):
+def test_save_load_with_pass_inputs(tmp_path, monkeypatch):
     # format version 4: the option is in the fitted extractor and in the parameter (lazy or
     # built), and an older package, which cannot build it, refuses the file by its version
+    import sklearn_slimtrain._persistence as persistence
+
     for i, extractor in enumerate([ResNetFeatures(width=4, pass_inputs=True), ResNetFeatures(2, width=4, pass_inputs=True)]):
         model = _fit(feature_extractor=extractor)
         path = tmp_path / f"m{i}.slim"
@@ -774,6 +776,9 @@ def test_save_load_with_pass_inputs(tmp_path):
         assert loaded.coef_.shape == (6,)
         np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
         np.testing.assert_array_equal(clone(loaded).fit(X0, Y0).predict(X0), clone(model).fit(X0, Y0).predict(X0))
+    monkeypatch.setattr(persistence, "FORMAT_VERSION", 3)  # a package from before the option
+    with pytest.raises(ValueError, match=r"format version <= 3 \(found format='sklearn-slimtrain-model', version=4\)"):
+        SlimTrainRegressor.load(path)
 
 
 class _Payload:
