@@ -452,8 +452,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 raise
             if failure is not None:
                 self._restore(snapshot)
-                warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate,
-                              overflow=(self._dtype, float(np.abs(y2).max())) if failure == "overflow" else None,
+                overflow = (self._dtype, float(np.abs(y2).max()), self.alpha) if failure == "overflow" else None
+                warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate, overflow=overflow,
                               exploded=(loss, zero_loss) if failure == "exploded" else None,
                               features=failure == "features")
                 stopped = True

@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from ._device import dtype_name, resolve_dtype
+from ._extractors import ResNetFeatures
 
 __all__ = [
     "FROZEN_PARAMS",
@@ -193,24 +194,61 @@ def check_optimizer(optimizer) -> None:
         )
 
 
+# A column of X whose root-mean-square exceeds this is reported: the built-in network's
+# tanh units saturate on it.  Measured by benchmarks/input_scale.py (peaks, the default
+# fit, test R2, mean of 3 seeds; docs/bench_peers.md): standardised columns times 1, 3,
+# 10, 30, 100 give 0.998, 0.995, 0.978, 0.829, 0.528, and shifted by 3, 10, 30 (RMS 3.2,
+# 10, 30) 0.950, 0.754, 0.272.  In the peers suite's raw inputs 10 flags the physical
+# units of borehole, OTL circuit, piston and wing weight (RMS 187 to 1e5) and none of the
+# other 8 functions (RMS 0.29 to 3.6: [-0.5, 0.5] to [0, 2 pi]).
+COLUMN_RMS_LIMIT = 10.0
+# Small inputs are reported only when all of X is below this: small is not harmful in
+# itself.  The tanh units stay near their linear range, a bias towards a linear model
+# (same script): scikit-learn's load_diabetes columns as shipped (RMS 0.048) give 0.425
+# against 0.380 standardised, while peaks times 0.1 and 0.03 gives 0.968 and 0.510.
+# Below 1e-4 the pre-activations are the biases to about 4 digits: constant features.
+PEAK_MIN = 1e-4
+
+
+def _column_rms(X: np.ndarray) -> np.ndarray:
+    """Root-mean-square of each column, accumulated in float64 by blocks of rows (no copy of X)."""
+    total = np.zeros(X.shape[1])
+    for start in range(0, X.shape[0], 1 << 15):
+        block = X[start:start + (1 << 15)].astype(np.float64, copy=False)
+        total += np.einsum("ij,ij->j", block, block)
+    return np.sqrt(total / max(X.shape[0], 1))
+
+
 def check_input_scale(X: np.ndarray) -> None:
     """Warn when X is far from unit scale, which the built-in tanh ResNet cannot use.
 
     Its opening layer (PyTorch's default init, weights ~ U(-1/sqrt(n), 1/sqrt(n)))
-    keeps the scale of X: beyond ``1e4`` the tanh saturates (it is flat beyond
-    ``|z| ~ 20``), below ``1e-4`` the pre-activations are the bias alone and the
-    features are constant.
+    keeps the scale of X, so a column of root-mean-square above
+    ``COLUMN_RMS_LIMIT`` (a raw physical unit, or an offset far from zero)
+    saturates the tanh units, and values all below ``PEAK_MIN`` leave only the
+    biases (see the constants for the measurements).
     """
-    peak = _peak(X) if X.size else 0.0
-    if peak > 1e4 or 0.0 < peak < 1e-4:
-        warnings.warn(
-            f"X has values of magnitude up to {peak:.3g}; the built-in tanh ResNet needs inputs of order 1 "
-            "(it saturates or sees constants otherwise). Standardize X, e.g. "
-            "make_pipeline(StandardScaler(), SlimTrainRegressor()).",
-            UserWarning,
-            # check_input_scale < check_training_data < check_fit_input < _fit < fit < _fit_context < caller
-            stacklevel=7,
-        )
+    if not X.size:
+        return
+    rms = _column_rms(X)
+    large = np.flatnonzero(rms > COLUMN_RMS_LIMIT)
+    peak = _peak(X)
+    if large.size:
+        worst = int(large[np.argmax(rms[large])])
+        others = f" ({large.size} of {X.shape[1]} columns are above {COLUMN_RMS_LIMIT:g})" if large.size > 1 else ""
+        what = f"Column {worst} of X has root-mean-square {rms[worst]:.3g}{others}"
+    elif 0.0 < peak < PEAK_MIN:
+        what = f"X has values of magnitude up to {peak:.3g}"
+    else:
+        return
+    warnings.warn(
+        f"{what}; the built-in tanh ResNet needs inputs of order 1 "
+        "(it saturates or sees constants otherwise). Standardize X, e.g. "
+        "make_pipeline(StandardScaler(), SlimTrainRegressor()).",
+        UserWarning,
+        # check_input_scale < check_training_data < check_fit_input < _fit < fit < _fit_context < caller
+        stacklevel=7,
+    )
 
 
 def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = True) -> None:
@@ -345,7 +383,8 @@ def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None
             check_unchanged_params(est, y2)
         dtype = resolve_dtype(est.dtype) if reset else est._dtype
         head_dtype = resolve_dtype(est.head_dtype) if reset else est._head.dtype
-        check_training_data(X, y2, dtype, head_dtype, builtin=est.feature_extractor is None)
+        check_training_data(X, y2, dtype, head_dtype, builtin=est.feature_extractor is None
+                            or isinstance(est.feature_extractor, ResNetFeatures))
         check_optimizer(est.optimizer)
         n_given = X.shape[0]
         X, y2, sw = weighted_rows(sample_weight, X, y2)

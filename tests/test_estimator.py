@@ -46,6 +46,10 @@ def _expected_failed(est):
     return {**_WEIGHT_XFAIL, **(_FLOAT32_XFAIL if est.dtype == "float32" else {})}
 
 
+# Some of scikit-learn's checks fit on X ~ N(100, 1) (check_fit_check_is_fitted,
+# check_n_features_in, ...), which the input-scale warning rightly reports; it is tested
+# on its own (test_input_scale_warning_names_the_column_in_raw_units).
+@pytest.mark.filterwarnings("ignore:Column .* of X has root-mean-square:UserWarning")
 @parametrize_with_checks(
     [SlimTrainRegressor(max_iter=2, random_state=0), SlimTrainRegressor(max_iter=2, random_state=0, dtype="float64")],
     expected_failed_checks=_expected_failed,
@@ -704,6 +708,28 @@ def test_input_scale_warning_points_at_the_callers_line(peaks_data):
     with pytest.warns(UserWarning, match="built-in tanh ResNet needs inputs of order 1") as record:
         SlimTrainRegressor(max_iter=1, random_state=0).fit(X * 1e5, y)
     assert {w.filename for w in record if "order 1" in str(w.message)} == {__file__}
+
+
+def _scale_warnings(model, X, y):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(X, y)
+    return [str(w.message) for w in record if "order 1" in str(w.message)]
+
+
+def test_input_scale_warning_names_the_column_in_raw_units(peaks_data):
+    X, y = peaks_data  # [-3, 3]^2: root-mean-square 1.7, no warning
+    one = dict(max_iter=1, random_state=0)
+    assert _scale_warnings(SlimTrainRegressor(**one), X, y) == []
+    assert _scale_warnings(SlimTrainRegressor(**one), X * 0.03, y) == []  # small inputs: near-linear units, no harm
+    raw = X * [1.0, 300.0]  # one column in raw units: the peak of X alone would not tell
+    (message,) = _scale_warnings(SlimTrainRegressor(**one), raw, y)
+    assert message.startswith("Column 1 of X has root-mean-square 5") and "StandardScaler" in message
+    (message,) = _scale_warnings(SlimTrainRegressor(ResNetFeatures(width=4), **one), X + 100.0, y)  # an offset
+    assert message.startswith("Column ") and "(2 of 2 columns are above 10)" in message
+    # the user's own module may scale its inputs itself: no warning
+    custom = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh())
+    assert _scale_warnings(SlimTrainRegressor(custom, **one), raw, y) == []
 
 
 @pytest.mark.parametrize("streamed", [False, True])

@@ -136,6 +136,17 @@ def test_weights_benchmark_quick():
     assert out.count("| SlimTrainRegressor") == 10  # five configurations, without and with weights
 
 
+def test_input_scale_benchmark_quick():
+    out = _run("benchmarks/input_scale.py", "--quick").stdout
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("| x ", "| + "))]
+    rms = {row[0][2:]: float(row[1]) for row in rows}
+    assert rms["x 0.01"] == 0.01 and rms["x 30"] == 30.0 and rms["+ 3"] == 3.16  # standardised, then changed
+    assert "| peaks | " in out and "| diabetes | " in out and "as shipped (RMS 0.048)" in out
+    out = _run("benchmarks/input_scale.py", "--quick", "--search").stdout
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.splitlines() if line.startswith("| d")}
+    assert float(rows["diabetes"][1]) in (1.0, 0.5, 0.25) and "| ishigami | " in out  # a factor of the grid
+
+
 def test_adam_baseline_head_solve_and_independent_init():
     # benchmarks/_common: Adam's head is drawn independently of the extractor it follows, and
     # head_solve applies the package's own final head solve to Adam's network
