@@ -18,11 +18,12 @@ and then changed:
 3. ``--search``: the choice made per data set instead.  ``GridSearchCV`` (3-fold, on
    the training rows) picks the factor among ``SEARCH_FACTORS`` for
    ``Pipeline(StandardScaler(), FunctionTransformer(times factor), SlimTrainRegressor())``
-   on diabetes, Ishigami and Welch; the table gives the factors chosen and the test R2
-   of the refitted pipeline.
+   on diabetes, Ishigami and Welch (``--problems`` for others); the table gives the
+   factors chosen and the test R2 of the refitted pipeline.
 
     python benchmarks/input_scale.py --n-jobs 2            # parts 1 and 2, about 11 min on 2 cores
     python benchmarks/input_scale.py --n-jobs 2 --search   # part 3 only, about 4 min
+    python benchmarks/input_scale.py --n-jobs 2 --search --problems all   # the whole suite, about 35 min
     python benchmarks/input_scale.py --quick               # smoke run (with --search: of part 3)
 """
 
@@ -73,7 +74,7 @@ def search(problem, seed, epochs, n_train, factors):
 
 def main_search(args):
     start = time.perf_counter()
-    problems = [p for p in SEARCH_PROBLEMS if p in args.problems]
+    problems = args.problems or list(SEARCH_PROBLEMS)
     results = Parallel(n_jobs=args.n_jobs)(
         delayed(search)(p, s, args.epochs, args.n_train, SEARCH_FACTORS) for p in problems for s in args.seeds)
     print(f"# input scale chosen by GridSearchCV (3-fold on the training rows, factors {list(SEARCH_FACTORS)}), "
@@ -111,19 +112,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=50, help="max_iter of every fit (50, the default)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--problems", nargs="+", default=DEFAULT_PROBLEMS, choices=DEFAULT_PROBLEMS,
-                        help="problems of part 2")
+    parser.add_argument("--problems", nargs="+", default=None, choices=DEFAULT_PROBLEMS + ["all"],
+                        help=f"problems of part 2 (default: all 13) or of --search (default: {', '.join(SEARCH_PROBLEMS)})")
     parser.add_argument("--n-train", type=int, default=2000, help="training rows of a formula problem (test: half)")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--search", action="store_true", help="part 3 only: the factor chosen by GridSearchCV")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, seed 0, 200 rows, 2 problems")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in each job (the header names it)
+    if args.problems is not None and "all" in args.problems:
+        args.problems = DEFAULT_PROBLEMS
     if args.quick:
         args.epochs, args.seeds, args.n_train = 1, [0], 200
         args.problems = ["diabetes", "ishigami"] if args.search else ["peaks", "diabetes"]
     if args.search:
         return main_search(args)
+    args.problems = args.problems or DEFAULT_PROBLEMS
     peaks = [("peaks", "factor", f) for f in PEAKS_FACTORS] + [("peaks", "offset", o) for o in PEAKS_OFFSETS]
     suite = [(p, "factor", f) for p in args.problems for f in SUITE_FACTORS if (p, "factor", f) not in peaks]
     suite += [("diabetes", "as shipped", None)] if "diabetes" in args.problems else []
