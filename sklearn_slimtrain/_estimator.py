@@ -452,7 +452,9 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
                 raise
             if failure is not None:
                 self._restore(snapshot)
-                overflow = (self._dtype, float(np.abs(y2).max()), self.alpha) if failure == "overflow" else None
+                # the targets' size as the head fits them: centred (an offset adds nothing to the gradient)
+                peak = float(np.abs(self._centred(y2)).max()) if failure == "overflow" else None
+                overflow = None if peak is None else (self._dtype, peak, self.alpha)
                 warn_diverged(self.n_iter_ + 1, best is not None, self.learning_rate, overflow=overflow,
                               exploded=(loss, zero_loss) if failure == "exploded" else None,
                               features=failure == "features")

@@ -135,7 +135,8 @@ def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, over
                   features=False) -> None:
     """The warning of an epoch that diverged (the model is restored).
 
-    ``overflow`` is ``(dtype, max |y|, alpha)`` when only the optimizer's state is not finite;
+    ``overflow`` is ``(dtype, max |y - offset|, alpha)`` (the targets as the head fits
+    them) when only the optimizer's state is not finite;
     ``exploded`` is ``(loss, zero_loss)`` when the loss is finite but exploded;
     ``features`` when the extractor's output is not finite while its weights are.
     """
@@ -145,12 +146,13 @@ def warn_diverged(epoch: int, restored_best: bool, learning_rate: float, *, over
         dtype, peak, alpha = overflow
         # The gradient's part from the loss grows as |y|**2 (the head ~ |y| times a residual ~ |y|),
         # the weight decay's as alpha |theta| with |theta| of order 1: the larger part overflowed.
-        if alpha > peak ** 2:
+        if alpha > 0 and alpha >= peak ** 2:
             cause = (f"Adam's second moments grow as the squared gradient, here the weight decay's alpha * theta "
-                     f"(alpha={alpha:.3g}; the targets' part grows as y**4, and |y| is only up to {peak:.3g})")
+                     f"(alpha={alpha:.3g}; the targets' part grows as y**4, and the centred |y| is only up to "
+                     f"{peak:.3g})")
             advice = "Lower alpha"
         else:
-            cause = f"Adam's second moments grow as y**4, and |y| is up to {peak:.3g}"
+            cause = f"Adam's second moments grow as y**4, and the centred |y| is up to {peak:.3g}"
             advice = ("Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), "
                       "transformer=StandardScaler())")
         message = (f"The optimizer's state became non-finite ({dtype_name(dtype)}) in epoch {epoch} "

@@ -1,5 +1,6 @@
 """Input checks that scikit-learn's ``validate_data`` does not make (before any training work)."""
 
+import functools
 import inspect
 import math
 import warnings
@@ -33,6 +34,7 @@ __all__ = [
     "frozen_params",
     "holdout",
     "input_names_kept_on_error",
+    "is_builtin_network",
     "weighted_rows",
 ]
 
@@ -194,7 +196,7 @@ def check_optimizer(optimizer) -> None:
         )
 
 
-# A column of X whose root-mean-square exceeds this is reported: the built-in network's
+# A column of X whose root-mean-square reaches this is reported: the built-in network's
 # tanh units saturate on it.  Measured by benchmarks/input_scale.py (peaks, the default
 # fit, test R2, mean of 3 seeds; docs/bench_peers.md): standardised columns times 1, 3,
 # 10, 30, 100 give 0.998, 0.995, 0.978, 0.829, 0.528, and shifted by 3, 10, 30 (RMS 3.2,
@@ -202,40 +204,55 @@ def check_optimizer(optimizer) -> None:
 # units of borehole, OTL circuit, piston and wing weight (RMS 187 to 1e5) and none of the
 # other 8 functions (RMS 0.29 to 3.6: [-0.5, 0.5] to [0, 2 pi]).
 COLUMN_RMS_LIMIT = 10.0
-# Small inputs are reported only when all of X is below this: small is not harmful in
-# itself.  The tanh units stay near their linear range, a bias towards a linear model
-# (same script): scikit-learn's load_diabetes columns as shipped (RMS 0.048) give 0.425
-# against 0.380 standardised, while peaks times 0.1 and 0.03 gives 0.968 and 0.510.
-# Below 1e-4 the pre-activations are the biases to about 4 digits: constant features.
+# Small inputs are reported only when all of X is below this, because no warning could
+# say whether they hurt: they keep the tanh units near their linear range, a bias towards
+# a linear model that costs nonlinear targets (same script: peaks times 0.1, 0.03, 0.01
+# gives 0.968, 0.510, 0.391) and helps nearly linear ones (load_diabetes's columns as
+# shipped, RMS 0.048: 0.425 against 0.380 standardised).  Below 1e-4 the pre-activations
+# are the biases to about 4 digits: the features are constant whatever the data.
 PEAK_MIN = 1e-4
 
 
+def is_builtin_network(feature_extractor) -> bool:
+    """Whether ``feature_extractor`` gives the built-in ResNet: None, an instance, the class or a partial of it."""
+    if isinstance(feature_extractor, functools.partial):
+        feature_extractor = feature_extractor.func
+    return (feature_extractor is None or feature_extractor is ResNetFeatures
+            or isinstance(feature_extractor, ResNetFeatures))
+
+
 def _column_rms(X: np.ndarray) -> np.ndarray:
-    """Root-mean-square of each column, accumulated in float64 by blocks of rows (no copy of X)."""
+    """Root-mean-square of each column, in float64 by blocks of rows (no copy of X).
+
+    Each column is divided by its largest magnitude first, so that values near the
+    float64 limit do not overflow their squares.
+    """
+    scale = np.maximum(np.abs(X.max(axis=0)), np.abs(X.min(axis=0))).astype(np.float64)
+    scale[scale == 0] = 1.0
     total = np.zeros(X.shape[1])
     for start in range(0, X.shape[0], 1 << 15):
-        block = X[start:start + (1 << 15)].astype(np.float64, copy=False)
+        block = X[start:start + (1 << 15)] / scale
         total += np.einsum("ij,ij->j", block, block)
-    return np.sqrt(total / max(X.shape[0], 1))
+    return scale * np.sqrt(total / max(X.shape[0], 1))
 
 
 def check_input_scale(X: np.ndarray) -> None:
     """Warn when X is far from unit scale, which the built-in tanh ResNet cannot use.
 
     Its opening layer (PyTorch's default init, weights ~ U(-1/sqrt(n), 1/sqrt(n)))
-    keeps the scale of X, so a column of root-mean-square above
-    ``COLUMN_RMS_LIMIT`` (a raw physical unit, or an offset far from zero)
-    saturates the tanh units, and values all below ``PEAK_MIN`` leave only the
-    biases (see the constants for the measurements).
+    keeps the scale of X, so a column of root-mean-square ``COLUMN_RMS_LIMIT`` or
+    more (a raw physical unit, or an offset far from zero) saturates the tanh
+    units, and values all below ``PEAK_MIN`` leave only the biases (see the
+    constants for the measurements).
     """
     if not X.size:
         return
     rms = _column_rms(X)
-    large = np.flatnonzero(rms > COLUMN_RMS_LIMIT)
+    large = np.flatnonzero(rms >= COLUMN_RMS_LIMIT)
     peak = _peak(X)
     if large.size:
         worst = int(large[np.argmax(rms[large])])
-        others = f" ({large.size} of {X.shape[1]} columns are above {COLUMN_RMS_LIMIT:g})" if large.size > 1 else ""
+        others = f" ({large.size} of {X.shape[1]} columns are {COLUMN_RMS_LIMIT:g} or more)" if large.size > 1 else ""
         what = f"Column {worst} of X has root-mean-square {rms[worst]:.3g}{others}"
     elif 0.0 < peak < PEAK_MIN:
         what = f"X has values of magnitude up to {peak:.3g}"
@@ -383,8 +400,8 @@ def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None
             check_unchanged_params(est, y2)
         dtype = resolve_dtype(est.dtype) if reset else est._dtype
         head_dtype = resolve_dtype(est.head_dtype) if reset else est._head.dtype
-        check_training_data(X, y2, dtype, head_dtype, builtin=est.feature_extractor is None
-                            or isinstance(est.feature_extractor, ResNetFeatures))
+        # the scale of X once per model (a partial_fit stream would warn at every chunk)
+        check_training_data(X, y2, dtype, head_dtype, builtin=reset and is_builtin_network(est.feature_extractor))
         check_optimizer(est.optimizer)
         n_given = X.shape[0]
         X, y2, sw = weighted_rows(sample_weight, X, y2)
