@@ -23,7 +23,7 @@ and then changed:
 
     python benchmarks/input_scale.py --n-jobs 2            # parts 1 and 2, about 11 min on 2 cores
     python benchmarks/input_scale.py --n-jobs 2 --search   # part 3 only, about 4 min
-    python benchmarks/input_scale.py --n-jobs 2 --search --problems all   # the whole suite, about 35 min
+    python benchmarks/input_scale.py --n-jobs 2 --search --problems all   # the whole suite, about 27 min
     python benchmarks/input_scale.py --quick               # smoke run (with --search: of part 3)
 """
 
