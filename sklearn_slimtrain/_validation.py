@@ -221,14 +221,13 @@ def is_builtin_network(feature_extractor) -> bool:
             or isinstance(feature_extractor, ResNetFeatures))
 
 
-def _column_rms(X: np.ndarray) -> np.ndarray:
+def _column_rms(X: np.ndarray, column_peaks: np.ndarray) -> np.ndarray:
     """Root-mean-square of each column, in float64 by blocks of rows (no copy of X).
 
-    Each column is divided by its largest magnitude first, so that values near the
-    float64 limit do not overflow their squares.
+    Each column is divided by its largest magnitude ``column_peaks`` first, so that
+    values near the float64 limit do not overflow their squares.
     """
-    scale = np.maximum(np.abs(X.max(axis=0)), np.abs(X.min(axis=0))).astype(np.float64)
-    scale[scale == 0] = 1.0
+    scale = np.where(column_peaks == 0, 1.0, column_peaks).astype(np.float64)
     total = np.zeros(X.shape[1])
     for start in range(0, X.shape[0], 1 << 15):
         block = X[start:start + (1 << 15)] / scale
@@ -247,9 +246,10 @@ def check_input_scale(X: np.ndarray) -> None:
     """
     if not X.size:
         return
-    rms = _column_rms(X)
+    column_peaks = np.maximum(X.max(axis=0), -X.min(axis=0))  # one pass each, no copy (as _peak)
+    rms = _column_rms(X, column_peaks)
     large = np.flatnonzero(rms >= COLUMN_RMS_LIMIT)
-    peak = _peak(X)
+    peak = float(column_peaks.max())
     if large.size:
         worst = int(large[np.argmax(rms[large])])
         others = f" ({large.size} of {X.shape[1]} columns are {COLUMN_RMS_LIMIT:g} or more)" if large.size > 1 else ""
