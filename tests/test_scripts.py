@@ -146,6 +146,13 @@ def test_input_scale_benchmark_quick():
     out = _run("benchmarks/input_scale.py", "--quick", "--search").stdout
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.splitlines() if line.startswith("| d")}
     assert float(rows["diabetes"][1]) in (1.0, 0.5, 0.25) and "| ishigami | " in out  # a factor of the grid
+    out = _run("benchmarks/input_scale.py", "--quick", "--builtin").stdout
+    cells = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith(("| d", "| i"))]
+    rows = {row[0]: row for row in cells}
+    assert set(rows) == {"diabetes", "ishigami"}
+    for row in rows.values():  # factor 1, then each rule's factor and the test R2 of the fit at it, then the best
+        assert len(row) == 11 and all(float(f) in (1.0, 0.5, 0.25) for f in row[2:-1:2])
+        assert max(float(v) for v in row[1:-1:2]) <= float(row[-1])  # no rule beats the best factor on the test rows
 
 
 def test_adam_baseline_head_solve_and_independent_init():
