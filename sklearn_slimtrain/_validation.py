@@ -121,9 +121,8 @@ _SCALE_Y = "Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegresso
 _SCALE_X = "Scale the inputs, e.g. make_pipeline(StandardScaler(), SlimTrainRegressor())"
 
 
-def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_dtype: torch.dtype, *,
-                        builtin: bool) -> None:
-    """What ``validate_data`` lets through: non-numeric y, overflowing values, badly scaled X.
+def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_dtype: torch.dtype) -> None:
+    """What ``validate_data`` lets through: non-numeric y, overflowing values.
 
     Large y is checked against the narrower of the extractor's and the head's dtypes
     (the head solves in ``head_dtype``; the loss reaches the extractor in ``dtype``).
@@ -142,8 +141,6 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_
     if not np.isfinite(y2).all():  # None in an object y becomes NaN after validate_data's own check
         raise ValueError("Input y contains NaN.")
     check_magnitude(X, "X", dtype, squared=False)
-    if builtin:
-        check_input_scale(X)
     narrow, parameter = min((dtype, "dtype"), (head_dtype, "head_dtype"), key=lambda d: torch.finfo(d[0]).max)
     peak = check_magnitude(y2, "y", narrow, squared=True, parameter=parameter)
     floor = math.sqrt(float(torch.finfo(head_dtype).tiny)) * 1e3
@@ -235,8 +232,8 @@ def _column_rms(X: np.ndarray, column_peaks: np.ndarray) -> np.ndarray:
     return scale * np.sqrt(total / max(X.shape[0], 1))
 
 
-def check_input_scale(X: np.ndarray) -> None:
-    """Warn when X is far from unit scale, which the built-in tanh ResNet cannot use.
+def check_input_scale(X: np.ndarray) -> bool:
+    """Warn when X is far from unit scale, which the built-in tanh ResNet cannot use; True if it warned.
 
     Its opening layer (PyTorch's default init, weights ~ U(-1/sqrt(n), 1/sqrt(n)))
     keeps the scale of X, so a column of root-mean-square ``COLUMN_RMS_LIMIT`` or
@@ -245,7 +242,7 @@ def check_input_scale(X: np.ndarray) -> None:
     constants for the measurements).
     """
     if not X.size:
-        return
+        return False
     column_peaks = np.maximum(X.max(axis=0), -X.min(axis=0))  # one pass each, no copy (as _peak)
     rms = _column_rms(X, column_peaks)
     large = np.flatnonzero(rms >= COLUMN_RMS_LIMIT)
@@ -257,15 +254,16 @@ def check_input_scale(X: np.ndarray) -> None:
     elif 0.0 < peak < PEAK_MIN:
         what = f"X has values of magnitude up to {peak:.3g}"
     else:
-        return
+        return False
     warnings.warn(
         f"{what}; the built-in tanh ResNet needs inputs of order 1 "
         "(it saturates or sees constants otherwise). Standardize X, e.g. "
         "make_pipeline(StandardScaler(), SlimTrainRegressor()).",
         UserWarning,
-        # check_input_scale < check_training_data < check_fit_input < _fit < fit < _fit_context < caller
-        stacklevel=7,
+        # check_input_scale < check_fit_input < _fit < fit (or partial_fit) < _fit_context < caller
+        stacklevel=6,
     )
+    return True
 
 
 def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = True) -> None:
@@ -400,8 +398,12 @@ def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None
             check_unchanged_params(est, y2)
         dtype = resolve_dtype(est.dtype) if reset else est._dtype
         head_dtype = resolve_dtype(est.head_dtype) if reset else est._head.dtype
-        # the scale of X once per model (a partial_fit stream would warn at every chunk)
-        check_training_data(X, y2, dtype, head_dtype, builtin=reset and is_builtin_network(est.feature_extractor))
+        check_training_data(X, y2, dtype, head_dtype)
+        # the scale of X for the built-in network, at every call until it has warned once for this
+        # model (not at every chunk of a badly scaled partial_fit stream; a later chunk in other
+        # units, or a warm start on new data, is still checked)
+        if is_builtin_network(est.feature_extractor) and (reset or not getattr(est, "_input_scale_warned", False)):
+            est._input_scale_warned = check_input_scale(X)
         check_optimizer(est.optimizer)
         n_given = X.shape[0]
         X, y2, sw = weighted_rows(sample_weight, X, y2)

@@ -706,9 +706,10 @@ def test_convergence_warning_points_at_the_callers_line(peaks_data):
 
 def test_input_scale_warning_points_at_the_callers_line(peaks_data):
     X, y = peaks_data
-    with pytest.warns(UserWarning, match="built-in tanh ResNet needs inputs of order 1") as record:
-        SlimTrainRegressor(max_iter=1, random_state=0).fit(X * 1e5, y)
-    assert {w.filename for w in record if "order 1" in str(w.message)} == {__file__}
+    for method in ("fit", "partial_fit"):
+        with pytest.warns(UserWarning, match="built-in tanh ResNet needs inputs of order 1") as record:
+            getattr(SlimTrainRegressor(max_iter=1, random_state=0), method)(X * 1e5, y)
+        assert {w.filename for w in record if "order 1" in str(w.message)} == {__file__}
 
 
 def _scale_warnings(model, X, y, partial=False):
@@ -739,6 +740,13 @@ def test_input_scale_warning_names_the_column_in_raw_units(peaks_data):
     assert [len(_scale_warnings(stream, raw[i::3], y[i::3], partial=True)) for i in range(3)] == [1, 0, 0]
     warm = SlimTrainRegressor(warm_start=True, **one)
     assert [len(_scale_warnings(warm, raw, y)) for _ in range(2)] == [1, 0]
+    # but checked until it has warned: a stream whose later chunk comes in raw units, a warm start on new data
+    stream = SlimTrainRegressor(**one)
+    chunks = [X[0::4], X[1::4], raw[2::4], raw[3::4]]
+    assert [len(_scale_warnings(stream, c, y[i::4], partial=True)) for i, c in enumerate(chunks)] == [0, 0, 1, 0]
+    warm = SlimTrainRegressor(warm_start=True, **one)
+    assert [len(_scale_warnings(warm, data, y)) for data in (X, raw, raw)] == [0, 1, 0]
+    assert len(_scale_warnings(warm.set_params(warm_start=False), raw, y)) == 1  # a fit from scratch: a new model
 
 
 @pytest.mark.parametrize("streamed", [False, True])
