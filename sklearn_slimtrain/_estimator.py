@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._device import resolve_device, resolve_dtype, same_device
+from ._device import model_numerics, resolve_device, resolve_dtype, same_device
 from ._network import _SeparableNetworkMixin
 from ._persistence import _PersistenceMixin, move_model
 from ._progress import (
@@ -407,12 +407,14 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
     def _fit(self, X, y, incremental, sample_weight=None, X_val=None, y_val=None, sample_weight_val=None):
         X, y2, y_ndim, sw, val, early, reset = check_fit_input(
             self, X, y, incremental, sample_weight, X_val, y_val, sample_weight_val)
-        if not (reset or same_device(device := self._device_from_params(), torch.device(self.device_))):
+        device = self._device_from_params()
+        if not (reset or same_device(device, torch.device(self.device_))):
             move_model(self, device)  # set_params(device=...) between calls: the model follows
         try:
-            if reset:
-                self._initialize(X, y2, y_ndim, sw)
-            return self._train(X, y2, sw, val, incremental, early)
+            with model_numerics(device, training=True):  # not the caller's autocast or inference mode
+                if reset:
+                    self._initialize(X, y2, y_ndim, sw)
+                return self._train(X, y2, sw, val, incremental, early)
         except BaseException:
             if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
                 self._discard_fit()
@@ -564,7 +566,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         check_magnitude(X, "X", self._dtype, squared=False)
         out = np.empty((X.shape[0], self.n_outputs_), dtype=np.float64)
-        with torch.no_grad():
+        with torch.no_grad(), model_numerics(torch.device(self.device_)):
             for rows, Z in self._chunked_features(X):
                 out[rows] = self._head.apply(Z).cpu().numpy()
         out = self._uncentred(out)

@@ -21,6 +21,7 @@ __all__ = [
     "FROZEN_PARAMS",
     "PARAMETER_CONSTRAINTS",
     "FitInput",
+    "NumberInterval",
     "check_extractor_output",
     "check_fit_input",
     "check_input_scale",
@@ -38,13 +39,14 @@ __all__ = [
     "weighted_rows",
 ]
 
-class _FixedRidge(Interval):
-    """``Interval(Real, 0, None, closed="neither")`` without the booleans: ``ridge=True``
-    reads as "ridge on", but ``True`` is a Real (1.0) to scikit-learn, and the fit would
-    silently swap sGCV for a fixed ridge of 1."""
+class NumberInterval(Interval):
+    """An :class:`~sklearn.utils._param_validation.Interval` without the booleans.
 
-    def __init__(self):
-        super().__init__(Real, 0, None, closed="neither")
+    ``True`` is an Integral and a Real to scikit-learn: ``ridge=True`` reads as "ridge
+    on" but would silently swap sGCV for a fixed ridge of 1, and ``memory_depth=True``
+    as "memory on" but would keep one batch (``None`` keeps all).  No numeric
+    parameter takes a boolean.
+    """
 
     def is_satisfied_by(self, val):
         return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
@@ -54,25 +56,25 @@ class _FixedRidge(Interval):
 PARAMETER_CONSTRAINTS = {
     "feature_extractor": [None, callable],
     "head": [None, torch.nn.Module],
-    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "learning_rate": [NumberInterval(Real, 0, None, closed="neither")],
     "optimizer": [StrOptions({"adam", "sgd"}), type],
-    "alpha": [Interval(Real, 0, None, closed="left")],
-    "memory_depth": [Interval(Integral, 0, None, closed="left"), None],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "alpha": [NumberInterval(Real, 0, None, closed="left")],
+    "memory_depth": [NumberInterval(Integral, 0, None, closed="left"), None],
+    "batch_size": [NumberInterval(Integral, 1, None, closed="left")],
+    "max_iter": [NumberInterval(Integral, 1, None, closed="left")],
     "shuffle": ["boolean"],
-    "ridge": [StrOptions({"sgcv"}), _FixedRidge()],
-    "ridge_init": [Interval(Real, 0, None, closed="neither")],
-    "ridge_max_change": [Interval(Real, 0, None, closed="right")],
+    "ridge": [StrOptions({"sgcv"}), NumberInterval(Real, 0, None, closed="neither")],
+    "ridge_init": [NumberInterval(Real, 0, None, closed="neither")],
+    "ridge_max_change": [NumberInterval(Real, 0, None, closed="right")],
     "refit_head": ["boolean"],
     "fit_intercept": ["boolean"],
     "device": [str, torch.device],
     "dtype": [StrOptions({"float32", "float64"}), Options(torch.dtype, {torch.float32, torch.float64})],
     "head_dtype": [StrOptions({"float32", "float64"}), Options(torch.dtype, {torch.float32, torch.float64})],
     "early_stopping": ["boolean"],
-    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-    "tol": [Interval(Real, 0, None, closed="left")],
+    "validation_fraction": [NumberInterval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [NumberInterval(Integral, 1, None, closed="left")],
+    "tol": [NumberInterval(Real, 0, None, closed="left")],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
     "warm_start": ["boolean"],
@@ -110,15 +112,21 @@ def check_magnitude(values: np.ndarray, name: str, dtype: torch.dtype, *, square
     peak = _peak(values)
     limit = math.sqrt(float(torch.finfo(dtype).max)) * 1e-3 if squared else float(torch.finfo(dtype).max)
     if peak > limit:
+        wider = f", or use {parameter}='float64'" if dtype != torch.float64 else ""
         raise ValueError(
             f"{name} has values of magnitude up to {peak:.3g}, too large for {parameter}={dtype_name(dtype)!r} "
-            f"(limit {limit:.3g}). {_SCALE_Y if squared else _SCALE_X}, or use {parameter}='float64'."
+            f"(limit {limit:.3g}). {_SCALE_Y if squared else _SCALE_X}{wider}."
         )
     return peak
 
 
 _SCALE_Y = "Scale the targets, e.g. TransformedTargetRegressor(SlimTrainRegressor(), transformer=StandardScaler())"
 _SCALE_X = "Scale the inputs, e.g. make_pipeline(StandardScaler(), SlimTrainRegressor())"
+
+
+def _narrower(dtype: torch.dtype, head_dtype: torch.dtype) -> tuple[torch.dtype, str]:
+    """The narrower of the two dtypes the targets meet, and the parameter that set it."""
+    return min((dtype, "dtype"), (head_dtype, "head_dtype"), key=lambda d: torch.finfo(d[0]).max)
 
 
 def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_dtype: torch.dtype) -> None:
@@ -141,7 +149,7 @@ def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_
     if not np.isfinite(y2).all():  # None in an object y becomes NaN after validate_data's own check
         raise ValueError("Input y contains NaN.")
     check_magnitude(X, "X", dtype, squared=False)
-    narrow, parameter = min((dtype, "dtype"), (head_dtype, "head_dtype"), key=lambda d: torch.finfo(d[0]).max)
+    narrow, parameter = _narrower(dtype, head_dtype)
     peak = check_magnitude(y2, "y", narrow, squared=True, parameter=parameter)
     floor = math.sqrt(float(torch.finfo(head_dtype).tiny)) * 1e3
     if 0 < peak < floor:
@@ -183,6 +191,11 @@ def check_optimizer(optimizer) -> None:
     if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
         raise TypeError(
             f"optimizer must be 'adam', 'sgd' or a torch.optim.Optimizer subclass; got {optimizer!r}."
+        )
+    if issubclass(optimizer, torch.optim.SparseAdam):  # a valid class of the wrong kind, as LBFGS below
+        raise ValueError(  # noqa: TRY004
+            "optimizer=SparseAdam takes sparse gradients only (of embedding layers with sparse=True); the "
+            "feature extractor's are dense. Use 'adam' or torch.optim.Adam."
         )
     closure = inspect.signature(optimizer.step).parameters.get("closure")
     if closure is not None and closure.default is inspect.Parameter.empty:
@@ -331,7 +344,7 @@ def holdout(rng, fraction: float, X: np.ndarray, y2: np.ndarray, sw: np.ndarray 
     return (X[kept], y2[kept], None if sw is None else sw[kept]), (X[held], y2[held], None if sw is None else sw[held])
 
 
-def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_val=None, n_given=None):
+def check_validation_set(est, X, y2, X_val, y_val, early, dtype, head_dtype, sample_weight_val=None, n_given=None):
     """Checked explicit validation set ``(X_val, y_val, sw_val)`` (or None), before any training work.
 
     ``X`` holds the rows of non-zero weight; ``n_given`` is the number of rows passed to ``fit``.
@@ -351,7 +364,11 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_v
         raise ValueError("X_val and y_val must be given together.")
     if not est.early_stopping:
         raise ValueError("X_val and y_val are passed to fit while early_stopping is False.")
-    X_val = validate_data(est, X_val, reset=False, dtype=(np.float64, np.float32))
+    given = X_val
+    X_val = check_array(X_val, dtype=(np.float64, np.float32), input_name="X_val", estimator=est)  # named errors
+    if X_val.shape[1] != est.n_features_in_:
+        raise ValueError(f"X_val has {X_val.shape[1]} features, but X has {est.n_features_in_}.")
+    validate_data(est, given, reset=False, skip_check_array=True)  # the feature names, as X's
     y_val = check_array(y_val, ensure_2d=False, dtype=np.float64, input_name="y_val")
     y_val = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
     if X_val.shape[0] < 2:
@@ -361,6 +378,8 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_v
             f"y_val must have shape ({X_val.shape[0]}, {y2.shape[1]}) to match X_val and y; "
             f"got {y_val.shape}.")
     check_magnitude(X_val, "X_val", dtype, squared=False)
+    narrow, parameter = _narrower(dtype, head_dtype)
+    check_magnitude(y_val, "y_val", narrow, squared=True, parameter=parameter)  # its loss squares it, as y's
     return X_val, y_val, check_sample_weight(sample_weight_val, X_val, "sample_weight_val")
 
 
@@ -408,7 +427,7 @@ def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None
         n_given = X.shape[0]
         X, y2, sw = weighted_rows(sample_weight, X, y2)
         early = est.early_stopping and not incremental
-        val = check_validation_set(est, X, y2, X_val, y_val, early, dtype, sample_weight_val, n_given)
+        val = check_validation_set(est, X, y2, X_val, y_val, early, dtype, head_dtype, sample_weight_val, n_given)
     return FitInput(X, y2, y.ndim, sw, val, early, reset)
 
 
@@ -417,16 +436,19 @@ def frozen_params(est) -> dict:
     return {name: getattr(est, name) for name in FROZEN_PARAMS}
 
 
+_VALUES = (str, Real, np.bool_)  # compared by value (np.bool_ is no Real: a grid over np.array([True, False]))
+
+
 def _same(name, old, new) -> bool:
     if name in ("dtype", "head_dtype"):
         return resolve_dtype(old) == resolve_dtype(new)  # "float64" and torch.float64 alike
-    if isinstance(old, (str, Real)) and isinstance(new, (str, Real)):
+    if isinstance(old, _VALUES) and isinstance(new, _VALUES):
         return old == new
     return old is new  # a module, callable or class: the same object (an equal copy is another object)
 
 
 def _describe(value) -> str:
-    if value is None or isinstance(value, (str, Real, torch.dtype)):
+    if value is None or isinstance(value, (*_VALUES, torch.dtype)):
         return repr(value)
     if isinstance(value, type) or inspect.isfunction(value):  # a class or a function: its name
         return f"{value.__module__}.{value.__qualname__}"

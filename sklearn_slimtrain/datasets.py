@@ -9,6 +9,8 @@ from numpy.typing import ArrayLike
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._validation import NumberInterval
+
 # What the ``random_state`` parameter of a ``make_*`` function accepts.
 RandomStateLike = int | np.random.RandomState | None
 
@@ -50,18 +52,13 @@ def peaks(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     )
 
 
-class _Count(Interval):
-    """``Interval(Integral, low, None)`` without the booleans (``True`` is an Integral to
-    scikit-learn, and NumPy's samplers then fail with "an integer is required")."""
-
-    def __init__(self, low: int = 1):
-        super().__init__(Integral, low, None, closed="left")
-
-    def is_satisfied_by(self, val):
-        return not isinstance(val, bool) and super().is_satisfied_by(val)
+def _count(low: int = 1) -> NumberInterval:
+    """An integer of at least ``low``, no boolean (NumPy's samplers would fail on ``True``:
+    "an integer is required")."""
+    return NumberInterval(Integral, low, None, closed="left")
 
 
-_N_SAMPLES = [_Count()]
+_N_SAMPLES = [_count()]
 _NOISE = [Interval(Real, 0, None, closed="left")]  # a standard deviation (NaN is refused too)
 
 
@@ -106,7 +103,7 @@ def make_peaks(
 @validate_params(
     {
         "n_samples": _N_SAMPLES,
-        "n_times": [_Count()],
+        "n_times": [_count()],
         "final_time": [Interval(Real, 0, None, closed="neither")],
         "noise": _NOISE,
         "random_state": ["random_state"],
@@ -173,8 +170,8 @@ def make_oscillator(
 @validate_params(
     {
         "n_samples": _N_SAMPLES,
-        "grid": [_Count(2)],
-        "n_steps": [_Count(12)],
+        "grid": [_count(2)],
+        "n_steps": [_count(12)],
         "noise": _NOISE,
         "random_state": ["random_state"],
     },

@@ -427,6 +427,11 @@ def test_continued_fit_accepts_equivalent_and_live_parameters(peaks_data):
     m.set_params(dtype=torch.float32, feature_extractor=m.feature_extractor, batch_size=64, alpha=1e-4)
     m.partial_fit(X, y)
     assert m.t_ == 2 * len(X)
+    # NumPy booleans (a grid over np.array([True, False])) are compared by value, as bools
+    m.set_params(fit_intercept=np.bool_(True)).partial_fit(X, y)
+    with pytest.raises(ValueError, match="fit_intercept was True when .* and is now np.False_ "):
+        m.set_params(fit_intercept=np.bool_(False)).partial_fit(X, y)
+    m.set_params(fit_intercept=True)
     with pytest.raises(ValueError, match="feature_extractor was ResNetFeatures object"):
         m.set_params(feature_extractor=copy.deepcopy(extractor)).partial_fit(X, y)
 
