@@ -353,7 +353,7 @@ class _SeparableNetworkMixin:
             if "more than 1 value per channel" not in str(exc):
                 raise
             raise ValueError(
-                f"feature_extractor cannot be trained on a batch of {xb.shape[0]} row (batch_size="
+                f"feature_extractor cannot be trained on a batch of {xb.shape[0]} sample (batch_size="
                 f"{self.batch_size}; fewer rows than that make one batch): {exc}. Its batch normalisation "
                 "needs at least 2 rows per batch: use batch_size >= 2, and fit or partial_fit on 2 rows or "
                 "more.") from exc

@@ -750,14 +750,15 @@ def test_non_finite_features_on_some_rows_are_reported():
 
 def test_batch_norm_on_one_row_batches_names_batch_size():
     # torch's BatchNorm1d refuses one row in training mode; the error came from inside the
-    # epoch without saying which parameter makes the batches
+    # epoch without saying which parameter makes the batches ("1 sample": the words scikit-learn's
+    # check_fit2d_1sample accepts, for a user who runs check_estimator on such a model)
     def normed(n):
         return torch.nn.Sequential(torch.nn.Linear(n, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh())
 
     for call in (lambda: _fit(feature_extractor=normed, batch_size=1),
                  lambda: _fit(X0[:1], Y0[:1], feature_extractor=normed),
                  lambda: SlimTrainRegressor(normed, random_state=0).partial_fit(X0[:1], Y0[:1])):
-        with pytest.raises(ValueError, match=r"batch of 1 row \(batch_size=(1|32);.*at least 2 rows per batch"):
+        with pytest.raises(ValueError, match=r"batch of 1 sample \(batch_size=(1|32);.*at least 2 rows per batch"):
             call()
     model = _fit(feature_extractor=normed, batch_size=2)  # two rows are enough
     assert np.isfinite(model.predict(X0[:1])).all()
