@@ -184,6 +184,8 @@ def _sgcv_values(cands, diag, off, evals, c, w, rnorm2, ridge_prev, n_rows, gtsv
     grad = np.sqrt(((cands[:, None, None] * x + lam[:, None, None] * w) ** 2).sum((1, 2)))
     solve_error = 2.0 * kappa * eps * grad * np.sqrt((x * x).sum((1, 2)))
     resolved = resid > (p * eps) * (rnorm2 + 2.0 * np.abs(cx) + np.abs(xtx)) + solve_error
-    n = n_rows * t
-    denom = (n - t * ((1.0 / (evals + cands[:, None])) @ evals)) ** 2
-    return np.where(resolved & (denom > 0), n * np.maximum(resid, 0.0) / denom, math.inf)
+    D = 1.0 / (evals + cands[:, None])
+    dof = n_rows * t - t * (D @ evals)
+    # the trace's rounding error, as in _sgcv (its Notes): 2 p eps d_max sum_j D_j (here H = diag(d))
+    resolved &= dof > t * (2.0 * p * eps * max(float(evals.max()), 0.0)) * D.sum(1)
+    return np.where(resolved, n_rows * t * np.maximum(resid, 0.0) / dof**2, math.inf)
