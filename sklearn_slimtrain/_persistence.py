@@ -21,6 +21,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import zipfile
 from numbers import Integral, Real
 from os import PathLike
@@ -29,8 +30,9 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import dtype_name, restore_device
+from ._device import dtype_name, resolve_dtype, restore_device
 from ._extractors import ResNetFeatures
+from ._file_schema import FITTED_NAMES, file_problems
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params
 
@@ -48,12 +50,9 @@ FORMAT = "sklearn-slimtrain-model"
 # files without it do not store the key, which reads as False).
 FORMAT_VERSION = 4
 _FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None or an offset still is
-# Scalar fitted attributes stored in model.json (the tensors go to tensors.pt).
-_FITTED = (
-    "n_features_in_", "n_outputs_", "_y_ndim", "device_", "loss_curve_", "n_iter_", "t_",
-    "refit_ridge_", "validation_scores_", "validation_loss_curve_", "best_validation_score_",
-    "best_loss_", "_no_improvement_count", "_torch_seed", "_validation_start",
-)
+# Scalar fitted attributes stored in model.json as they are (the tensors go to tensors.pt;
+# _dtype, _rng and feature_names_in_ are encoded); their checks at load are in _file_schema.
+_FITTED = tuple(name for name in FITTED_NAMES if name not in ("feature_names_in_", "_dtype", "_rng"))
 
 
 def to_cpu(obj):
@@ -122,6 +121,11 @@ def move_model(est, device: torch.device) -> None:
         raise
 
 
+# Optimizer states shaped as their parameter (torch's load_state_dict does not compare them).
+_PARAMETER_SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "acc_delta",
+                     "sum", "ax", "prev", "exp_inf", "mu_product")
+
+
 def _place(est, device, optimizer_state):
     """Put extractor, head and optimizer state on ``device``; ``device_`` is set last."""
     est.feature_extractor_.to(device)
@@ -129,6 +133,12 @@ def _place(est, device, optimizer_state):
     est._optimizer = est._make_optimizer(est.feature_extractor_)
     if optimizer_state is not None and est._optimizer is not None:
         est._optimizer.load_state_dict(optimizer_state)
+        for param, state in est._optimizer.state.items():
+            for key in _PARAMETER_SHAPED:
+                value = state.get(key)
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f"state {key!r} has shape {tuple(value.shape)}, its parameter "
+                                     f"{tuple(param.shape)}")
     est.device_ = str(device)
 
 
@@ -216,17 +226,20 @@ def save_model(est, path) -> None:
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
     text = json.dumps(meta, indent=1)
-    if not isinstance(path, (str, PathLike)):  # an open file: written as it is
+    if not isinstance(path, (str, bytes, PathLike)):  # an open file: written as it is
         _write_archive(path, text, buffer.getvalue())
         return
     # A new file next to the target, then renamed over it: a failure while writing (a full
     # disk, Ctrl-C) leaves the previous file at path intact.  open(..., "xb") creates it
-    # with the permissions the umask gives any new file.
-    target = os.fspath(path)
+    # with the permissions the umask gives any new file; a file written over keeps its
+    # own, and a symbolic link keeps pointing at the file it names, which is the one replaced.
+    target = os.path.realpath(os.fsdecode(path))
     partial = f"{target}.{os.getpid()}.partial"
     try:
         with open(partial, "xb") as stream:
             _write_archive(stream, text, buffer.getvalue())
+        if os.path.exists(target):
+            shutil.copymode(target, partial)
         os.replace(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -249,12 +262,12 @@ def _same_class_name(given, saved: str) -> bool:
     return isinstance(given, type) and saved.endswith("." + given.__qualname__)
 
 
-def _read(path):
+def _read(path, cls):
     try:
         with zipfile.ZipFile(path) as archive:
             meta = json.loads(archive.read("model.json"))
             raw = archive.read("tensors.pt")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
         raise ValueError(f"{path!s} is not a sklearn-slimtrain model file (written by save): {exc}") from exc
     version = meta.get("format_version", 0) if isinstance(meta, dict) else None
     if (not isinstance(meta, dict) or meta.get("format") != FORMAT or type(version) is not int
@@ -271,42 +284,15 @@ def _read(path):
             f"{path!s} holds objects other than tensors and plain data; refusing to load it "
             f"(torch.load(weights_only=True)): {exc}"
         ) from exc
-    missing = _missing_entries(meta, tensors)
-    if missing:
-        raise ValueError(f"{path!s} is damaged: it lacks or mangles {', '.join(missing)}.")
+    problems = file_problems(meta, tensors, cls)
+    if problems:
+        raise ValueError(f"{path!s} is damaged or was edited: {'; '.join(problems)}.")
     return meta, tensors
-
-
-# What load_model reads unconditionally (entries added in later versions are optional).
-_META_ENTRIES = {"params": dict, "params_to_pass_at_load": list, "head": dict, "fitted": dict}
-_FITTED_ENTRIES = {"n_features_in_": int, "n_outputs_": int, "device_": str, "_dtype": str, "_rng": list}
-_HEAD_SCALARS = ("batch_size", "fixed", "max_change", "rule", "n_seen", "memory_next")
-_TENSORS = {"extractor": dict, "optimizer": (dict, type(None)), "head": dict, "rng_keys": torch.Tensor}
-_HEAD_TENSORS = ("coef", "ridge", "per_step", "memory", "path")
-
-
-def _missing_entries(meta, tensors) -> list:
-    """The entries of a model file that are absent or of the wrong type (none in a file ``save`` wrote)."""
-    def wrong(container, entries, where):
-        return [f"{where}[{name!r}]" for name, kind in entries.items()
-                if not isinstance(container.get(name), kind) or isinstance(container.get(name), bool)]
-
-    missing = wrong(meta, _META_ENTRIES, "model.json")
-    if not isinstance(tensors, dict):
-        return [*missing, "tensors.pt"]
-    missing += wrong(tensors, _TENSORS, "tensors.pt")
-    if isinstance(meta.get("fitted"), dict):
-        missing += wrong(meta["fitted"], _FITTED_ENTRIES, "model.json fitted")
-    if isinstance(meta.get("head"), dict):
-        missing += [f"model.json head[{k!r}]" for k in _HEAD_SCALARS if k not in meta["head"]]
-    if isinstance(tensors.get("head"), dict):
-        missing += wrong(tensors["head"], dict.fromkeys(_HEAD_TENSORS, torch.Tensor), "tensors.pt head")
-    return missing
 
 
 def load_model(cls, path, **params):
     """Read a model written by :func:`save_model`; ``params`` override or supply parameters."""
-    meta, tensors = _read(path)
+    meta, tensors = _read(path, cls)
     missing = [name for name in meta["params_to_pass_at_load"] if name not in params]
     if missing:
         raise ValueError(
@@ -316,10 +302,11 @@ def load_model(cls, path, **params):
             f"{cls.__name__}.load(path, {missing[0]}=...); a module with the same architecture as when it was saved."
         )
     saved_class = meta.get("optimizer_class")  # absent in older files
-    if saved_class is not None and not _same_class_name(params["optimizer"], saved_class):
+    if saved_class is not None and not _same_class_name(params.get("optimizer"), saved_class):
         raise ValueError(
             f"{path!s} was saved with optimizer={saved_class}, and its state belongs to that class; "
-            f"got optimizer={params['optimizer']!r}. Pass the same class to load."
+            f"got optimizer={params.get('optimizer', meta['params'].get('optimizer', {}).get('value'))!r}. "
+            "Pass the same class to load."
         )
     values = {}
     for name, encoded in meta["params"].items():
@@ -336,12 +323,20 @@ def load_model(cls, path, **params):
     saved = dict(values)
     values.update(params)
     est = cls(**values)
+    try:
+        est._validate_params()
+    except ValueError as exc:  # InvalidParameterError: a value edited in the file, or one passed to load
+        raise ValueError(f"{path!s}: {exc}") from exc
+    for name in ("dtype", "head_dtype"):  # what the saved state was made in
+        if name in saved and resolve_dtype(saved[name]) != (est_dtype := _saved_dtype(meta, tensors, name)):
+            raise ValueError(f"{path!s} is damaged or was edited: {name}={saved[name]!r} but its state is "
+                             f"{dtype_name(est_dtype)}.")
     # What continued training may not change, as fit records it: the saved values (a
     # structural parameter overridden at load is refused by the next partial_fit), and
     # the objects passed for what a file cannot hold (custom modules and classes).
     est._init_params = {**frozen_params(est), **{k: v for k, v in saved.items() if k in FROZEN_PARAMS}}
     fitted = meta["fitted"]
-    for name, value in fitted.items():
+    for name, value in fitted.items():  # the names of FITTED_NAMES only (file_problems refuses others)
         if name not in ("feature_names_in_", "_dtype", "_rng"):
             setattr(est, name, value)
     if "feature_names_in_" in fitted:
@@ -354,7 +349,7 @@ def load_model(cls, path, **params):
     est._y_offset = None if offset is None else offset.numpy()
     name, pos, has_gauss, gauss = fitted["_rng"]
     est._rng = np.random.RandomState()
-    est._rng.set_state((name, tensors["rng_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    est._rng.set_state((name, tensors["rng_keys"].numpy().astype(np.uint32), pos, has_gauss, float(gauss)))
     if meta["extractor"] is not None and "feature_extractor" not in params:
         with torch.device("cpu"):
             module = ResNetFeatures(**meta["extractor"])
@@ -376,11 +371,22 @@ def load_model(cls, path, **params):
         raise ValueError(f"the feature_extractor of {path!s} cannot be applied to its recorded "
                          f"n_features_in_={est.n_features_in_}: {type(exc).__name__}: {exc}") from exc
     module.train(training)
-    layout = est._layout(out, est.n_outputs_)  # checked at fit; only the shape is read here
-    est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"), layout)
+    try:
+        layout = est._layout(out, est.n_outputs_)  # checked at fit; only the shape is read here
+        est._head = SlimTikHead.from_state_dict(tensors["head"], meta["head"], torch.device("cpu"), layout)
+    except ValueError as exc:
+        raise ValueError(f"{path!s}: the head cannot be rebuilt from the file and the modules given: {exc}") from exc
     device = est._device_from_params() if "device" in params else restore_device(est.device_)
-    _place(est, device, tensors["optimizer"])
+    try:
+        _place(est, device, tensors["optimizer"])
+    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:  # torch's own checks of the state
+        raise ValueError(f"{path!s}: the optimizer state does not fit the feature_extractor: {exc}") from exc
     return est
+
+
+def _saved_dtype(meta, tensors, name) -> torch.dtype:
+    """The dtype the saved state of ``dtype`` (the extractor) or ``head_dtype`` (the head's weights) is in."""
+    return getattr(torch, meta["fitted"]["_dtype"]) if name == "dtype" else tensors["head"]["coef"].dtype
 
 
 class _PersistenceMixin:
@@ -397,8 +403,10 @@ class _PersistenceMixin:
 
         Parameters
         ----------
-        path : str or path-like
-            Where to write.
+        path : str, bytes, path-like or binary file object
+            Where to write.  A file written over keeps its permissions, and a
+            symbolic link the file it points to (which is replaced); the new
+            file is complete or absent, never half written.
         """
         check_is_fitted(self)
         save_model(self, path)

@@ -368,8 +368,8 @@ class SlimTikHead:
         """Inverse of :meth:`state_dict`, on ``device``, for the rebuilt ``layout``."""
         coef = tensors["coef"]
         if tuple(coef.shape) != tuple(layout.shape):
-            raise ValueError(f"the saved head has {tuple(coef.shape)} weights, but the head passed to load "
-                             f"needs {tuple(layout.shape)}.")
+            raise ValueError(f"the saved head has {tuple(coef.shape)} weights, but the extractor's features and "
+                             f"n_outputs_ (and a head passed to load) make {tuple(layout.shape)}.")
         head = cls(
             layout.to(device),
             memory_depth=scalars.get("memory_depth", tensors["memory"].shape[0]),  # older files: a full buffer

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.utils import Bunch, check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import validate_params
 
 from ._validation import NumberInterval
 
@@ -59,7 +59,7 @@ def _count(low: int = 1) -> NumberInterval:
 
 
 _N_SAMPLES = [_count()]
-_NOISE = [Interval(Real, 0, None, closed="left")]  # a standard deviation (NaN is refused too)
+_NOISE = [NumberInterval(Real, 0, None, closed="left")]  # a standard deviation (NaN and booleans are refused)
 
 
 @validate_params(
@@ -104,7 +104,7 @@ def make_peaks(
     {
         "n_samples": _N_SAMPLES,
         "n_times": [_count()],
-        "final_time": [Interval(Real, 0, None, closed="neither")],
+        "final_time": [NumberInterval(Real, 0, None, closed="neither")],
         "noise": _NOISE,
         "random_state": ["random_state"],
     },
@@ -275,6 +275,7 @@ def make_cdr(
     return X, Y
 
 
+@validate_params({"return_X_y": ["boolean"]}, prefer_skip_nested_validation=True)
 def load_mnist_sample(*, return_X_y: bool = False) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """5,000 MNIST digits (500 per class) for the autoencoder of the slimTrain paper (section 4.3).
 

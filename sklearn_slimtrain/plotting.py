@@ -248,8 +248,10 @@ def plot_predictions(
         y = y[:, 0]
     if y.shape[1:] != ((reg.n_outputs_,) if reg.n_outputs_ > 1 else ()):
         raise ValueError(f"y has shape {y.shape}, but the model predicts {reg.n_outputs_} target(s).")
-    if y.ndim == 2 and not 0 <= target < y.shape[1]:
-        raise ValueError(f"target must be in [0, {y.shape[1] - 1}]; got {target}.")
+    n_targets = y.shape[1] if y.ndim == 2 else 1
+    if isinstance(target, (bool, np.bool_)) or not isinstance(target, Integral) or not 0 <= target < n_targets:
+        raise ValueError(f"target must be an int in [0, {n_targets - 1}] (the model predicts {n_targets} "
+                         f"target(s)); got {target!r}.")
     pred = np.asarray(estimator.predict(X)).reshape(len(y), -1)
     title = ""
     if y.ndim == 2:

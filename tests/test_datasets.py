@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sklearn_slimtrain.datasets import make_oscillator, make_peaks, peaks
+from sklearn_slimtrain.datasets import load_mnist_sample, make_oscillator, make_peaks, peaks
 
 
 def test_peaks_formula_and_determinism():
@@ -44,8 +44,15 @@ def test_oscillator_solves_its_ode():
         (make_oscillator, {"n_times": 0}, "n_times"),
         (make_oscillator, {"final_time": 0.0}, "final_time"),
         (make_oscillator, {"noise": -1.0}, "noise"),
+        (make_peaks, {"noise": True}, "noise"),  # a Real to Python: noise of sd 1, not "noise on"
+        (make_oscillator, {"final_time": True}, "final_time"),
     ],
 )
 def test_generators_reject_bad_parameters(make, kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}' parameter of {make.__name__}"):
         make(**{"n_samples": 5, **kwargs})
+
+
+def test_load_mnist_sample_rejects_a_non_boolean_return_x_y():
+    with pytest.raises(ValueError, match="'return_X_y' parameter of load_mnist_sample"):
+        load_mnist_sample(return_X_y="yes")  # refused before the file is looked for

@@ -156,8 +156,11 @@ def test_plots_find_the_model_inside_a_target_transformer(peaks_data, multi_data
     assert plot_predictions(multi, Xm, Ym, target=1).get_title().startswith("target 1: R2 = ")
     with pytest.raises(ValueError, match=r"y has shape \(\d+,\), but the model predicts 4 target"):
         plot_predictions(multi, Xm, Ym[:, 0])
-    with pytest.raises(ValueError, match="target must be in"):
-        plot_predictions(multi, Xm, Ym, target=5)
+    for bad in (5, 1.5, True):  # a float or a bool used to reach NumPy's indexing
+        with pytest.raises(ValueError, match=rf"target must be an int in \[0, 3\] .*; got {bad!r}"):
+            plot_predictions(multi, Xm, Ym, target=bad)
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 0\] \(the model predicts 1 target"):
+        plot_predictions(wrapped, X, y, target=3)  # was ignored for a single target
     plt.close("all")
 
 

@@ -6,8 +6,10 @@ beside it.  ``docs/reliability.md`` shows the same table; a test keeps the two i
 
 import io
 import json
+import os
 import pickle
 import re
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -597,7 +599,7 @@ def _rewrite(path, edit_meta=None, edit_tensors=None):
 
 @pytest.mark.parametrize("edit_meta, edit_tensors, message", [
     (lambda m: m.update(format_version="2"), None, r"not a sklearn-slimtrain model file.*version='2'"),
-    (lambda m: m.pop("fitted"), None, r"damaged: it lacks or mangles model.json\['fitted'\]"),
+    (lambda m: m.pop("fitted"), None, r"damaged or was edited: model.json fitted \(not a dict\)"),
     (lambda m: m["fitted"].pop("_rng"), None, r"model.json fitted\['_rng'\]"),
     (lambda m: m["head"].pop("n_seen"), None, r"model.json head\['n_seen'\]"),
     (None, lambda t: t["head"].pop("coef"), r"tensors.pt head\['coef'\]"),
@@ -608,6 +610,30 @@ def _rewrite(path, edit_meta=None, edit_tensors=None):
     (lambda m: m["head"].update(memory_next=0), None, r"next slot 0, which do not fit memory_depth=3"),
     (None, lambda t: t.update(y_offset=torch.zeros(5, dtype=torch.float64)), r"tensors.pt\['y_offset'\] is not 1 "),
     (None, lambda t: t.update(y_offset=torch.tensor([np.nan], dtype=torch.float64)), r"'y_offset'\] is not 1 finite"),
+    # found by a review: each loaded silently (a wrong model, or an error at the next call)
+    (lambda m: m["fitted"].update(_init_params={}), None, r"fitted\['_init_params'\] \(unknown\)"),
+    (lambda m: m["fitted"].update(predict=1), None, r"fitted\['predict'\] \(unknown\)"),
+    (lambda m: m["fitted"].update(_y_ndim=5), None, r"fitted\['_y_ndim'\] \(must be 1 or 2; got 5\)"),
+    (lambda m: m["fitted"].update(n_iter_="abc"), None, r"fitted\['n_iter_'\] \(must be an int >= 0"),
+    (lambda m: m["fitted"].update(_dtype="float16"), None, r"fitted\['_dtype'\] \(must be 'float32' or"),
+    (lambda m: m["fitted"].update(feature_names_in_=["a"]), None, r"\['feature_names_in_'\] \(not one name per"),
+    (lambda m: m["fitted"].update(_rng=["MT19937"]), None, r"fitted\['_rng'\] \(must be \['MT19937'"),
+    (lambda m: m["head"].update(rule="evil"), None, r"head\['rule'\] \(must be 'global' or 'matlab'"),
+    (lambda m: m["head"].update(fixed=-1.0), None, r"head\['fixed'\] \(must be None or a finite number > 0"),
+    (lambda m: m.update(**{"class": "MLPRegressor"}), None, r"\['class'\] \(a 'MLPRegressor', loaded as Slim"),
+    (lambda m: m["params"].update(alpha=5), None, r"params\['alpha'\] \(must be \{'value'"),
+    (lambda m: m["params"].update(head_dtype={"value": 1, "torch": "dtype"}), None,
+     r"params\['head_dtype'\] \(a dtype must be"),
+    (lambda m: m["params"].update(learning_rate={"value": "x"}), None, r"'learning_rate' parameter .* Got 'x'"),
+    (lambda m: m["params"].update(nonsense={"value": 1}), None, r"params\['nonsense'\] \(unknown\)"),
+    (lambda m: m.update(extractor={"width": 4, "bad": 1}), None, r"\['extractor'\] \(unknown key\(s\) \['bad'\]"),
+    (lambda m: m.update(optimizer_class="torch.optim.sgd.SGD"), None, r"saved with optimizer=torch.optim.sgd.SGD"),
+    (None, lambda t: t["head"].update(coef=t["head"]["coef"].long()), r"head\['coef'\] \(must be a finite 2-D"),
+    (None, lambda t: t["head"].update(coef=t["head"]["coef"].float()), r"head\['ridge'\] \(must be a 0-D"),
+    (None, lambda t: t["head"].update(ridge=torch.zeros(5, dtype=torch.float64)), r"head\['ridge'\] \(must be"),
+    (None, lambda t: t["head"].update(path=torch.zeros(3, 3, dtype=torch.float64)), r"head\['path'\] \(must be"),
+    (None, lambda t: t["optimizer"]["state"][0].update(exp_avg=torch.zeros(7)),
+     r"optimizer state does not fit .* 'exp_avg' has shape \(7,\)"),
 ])
 def test_a_damaged_model_file_is_refused_with_a_value_error(tmp_path, edit_meta, edit_tensors, message):
     # each damage used to surface as a KeyError, TypeError, RuntimeError, or (memory_next)
@@ -1173,3 +1199,19 @@ def test_cpu_copy_of_a_module_is_independent_and_equal():
     for (name, a), (_, b) in zip(module.state_dict().items(), copied.state_dict().items()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
     assert all(p.requires_grad for p in copied.parameters())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links and file modes as on POSIX")
+def test_save_over_a_link_or_a_private_file_keeps_them(tmp_path):
+    # a review: saving through a symbolic link replaced the link with a file (the linked file
+    # stayed as it was), and writing over a file of mode 0600 left it 0644
+    model = _fit()
+    real, link = tmp_path / "real.slim", tmp_path / "link.slim"
+    real.write_bytes(b"")
+    link.symlink_to(real)
+    os.chmod(real, 0o600)
+    model.save(link)
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o600
+    np.testing.assert_array_equal(SlimTrainRegressor.load(real).predict(X0), model.predict(X0))
+    model.save(os.fsencode(tmp_path / "bytes.slim"))  # a bytes path, as os.fspath gives
+    assert SlimTrainRegressor.load(tmp_path / "bytes.slim").n_iter_ == model.n_iter_
