@@ -22,8 +22,10 @@ and then changed:
    factors chosen and the test R2 of the refitted pipeline.
 4. ``--builtin``: two cheap rules the estimator could apply itself, instead of a search
    over whole fits, each picking a factor among ``SEARCH_FACTORS`` from the training rows
-   alone: the leave-one-out error of a ridge head on the *initial* network's features
-   (``RidgeCV``; no training, a forward pass per factor), and the validation R2 of short
+   alone: the leave-one-out error of a ridge head on the features of an untrained
+   network (``RidgeCV``; a forward pass per factor; the default network drawn under
+   ``torch.manual_seed(seed)``, the same distribution as the fit's initial weights but
+   not the same draw), and the validation R2 of short
    runs (5 and 10 epochs) on 90 % of the rows scored on the other 10 % (the share
    ``validation_fraction`` holds out), about 0.6 of a default fit, and the mean R2 of
    10-epoch runs over 3 folds (``GridSearchCV``'s choice with runs of 10 epochs

@@ -86,7 +86,10 @@ def model_numerics(device: torch.device, *, training: bool = False):
     with contextlib.ExitStack() as stack:
         if training:
             stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.autocast(device.type, enabled=False))
+        try:
+            stack.enter_context(torch.autocast(device.type, enabled=False))
+        except RuntimeError:  # a device type without autocast (MPS before torch 2.5): nothing to switch off
+            pass
         yield
 
 

@@ -408,17 +408,17 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         X, y2, y_ndim, sw, val, early, reset = check_fit_input(
             self, X, y, incremental, sample_weight, X_val, y_val, sample_weight_val)
         device = self._device_from_params()
-        if not (reset or same_device(device, torch.device(self.device_))):
-            move_model(self, device)  # set_params(device=...) between calls: the model follows
-        try:
-            with model_numerics(device, training=True):  # not the caller's autocast or inference mode
+        with model_numerics(device, training=True):  # not the caller's autocast or inference mode
+            if not (reset or same_device(device, torch.device(self.device_))):
+                move_model(self, device)  # set_params(device=...) between calls: the model follows
+            try:
                 if reset:
                     self._initialize(X, y2, y_ndim, sw)
                 return self._train(X, y2, sw, val, incremental, early)
-        except BaseException:
-            if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
-                self._discard_fit()
-            raise
+            except BaseException:
+                if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
+                    self._discard_fit()
+                raise
 
     def _train(self, X, y2, sw, val, incremental, early):
         """The epochs of ``_fit`` on checked data, its stopping rules and the final head solve."""

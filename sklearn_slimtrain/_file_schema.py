@@ -29,6 +29,10 @@ def _numbers(v) -> bool:
     return isinstance(v, list) and all(_number(x) for x in v)
 
 
+def _scores(v) -> bool:  # a validation epoch whose predictions were not finite records NaN (and -inf)
+    return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
 def _optional(check: Callable) -> Callable:
     return lambda v: v is None or check(v)
 
@@ -51,8 +55,8 @@ _FITTED_SCHEMA = {
     "n_iter_": (_count(), "an int >= 0", True),
     "t_": (_count(), "an int >= 0", True),
     "refit_ridge_": (lambda v: _number(v) and v >= 0, "a number >= 0", False),
-    "validation_scores_": (_optional(_numbers), "None or a list of numbers", False),
-    "validation_loss_curve_": (_optional(_numbers), "None or a list of numbers", False),
+    "validation_scores_": (_optional(_scores), "None or a list of numbers", False),
+    "validation_loss_curve_": (_optional(_scores), "None or a list of numbers", False),
     "best_validation_score_": (_optional(_number), "None or a number", False),
     "best_loss_": (_optional(_number), "None or a number", False),
     "_no_improvement_count": (_count(), "an int >= 0", False),
@@ -129,10 +133,23 @@ def _param_problems(params, param_names) -> list:
     return problems
 
 
-def _tensor_problems(tensors) -> list:
+_TENSOR_ENTRIES = ("extractor", "optimizer", "head", "rng_keys", "y_offset", "param_extractor")
+
+
+def _tensor_problems(tensors, meta) -> list:
     if not isinstance(tensors, dict):
         return ["tensors.pt (not a dict)"]
-    problems = []
+    problems = [f"tensors.pt[{name!r}] (unknown)" for name in tensors if name not in _TENSOR_ENTRIES]
+    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    if any(isinstance(e, dict) and "resnet" in e for e in params.values()) and not isinstance(
+            tensors.get("param_extractor"), dict):
+        problems.append("tensors.pt['param_extractor'] (the ResNetFeatures parameter's weights: absent)")
+    extractor = tensors.get("extractor")
+    fitted = meta.get("fitted") if isinstance(meta.get("fitted"), dict) else {}
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(fitted.get("_dtype"))
+    if isinstance(extractor, dict) and dtype is not None and any(
+            isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype for v in extractor.values()):
+        problems.append(f"tensors.pt['extractor'] (floating tensors other than its _dtype {fitted['_dtype']})")
     keys = tensors.get("rng_keys")
     if not (isinstance(keys, torch.Tensor) and keys.shape == (624,) and keys.dtype == torch.int64):
         problems.append("tensors.pt['rng_keys'] (must be 624 int64 values)")
@@ -179,4 +196,4 @@ def file_problems(meta: dict, tensors, cls) -> list:
     if isinstance(fitted, dict) and isinstance(fitted.get("feature_names_in_"), list) and _count(1)(
             fitted.get("n_features_in_")) and len(fitted["feature_names_in_"]) != fitted["n_features_in_"]:
         problems.append("model.json fitted['feature_names_in_'] (not one name per feature)")
-    return problems + _tensor_problems(tensors)
+    return problems + _tensor_problems(tensors, meta)

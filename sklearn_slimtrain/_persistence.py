@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import dtype_name, resolve_dtype, restore_device
+from ._device import dtype_name, restore_device
 from ._extractors import ResNetFeatures
 from ._file_schema import FITTED_NAMES, file_problems
 from ._solver import SlimTikHead
@@ -292,6 +292,8 @@ def _read(path, cls):
 
 def load_model(cls, path, **params):
     """Read a model written by :func:`save_model`; ``params`` override or supply parameters."""
+    if isinstance(path, bytes):  # zipfile takes bytes for file contents, not a path
+        path = os.fsdecode(path)
     meta, tensors = _read(path, cls)
     missing = [name for name in meta["params_to_pass_at_load"] if name not in params]
     if missing:
@@ -327,10 +329,6 @@ def load_model(cls, path, **params):
         est._validate_params()
     except ValueError as exc:  # InvalidParameterError: a value edited in the file, or one passed to load
         raise ValueError(f"{path!s}: {exc}") from exc
-    for name in ("dtype", "head_dtype"):  # what the saved state was made in
-        if name in saved and resolve_dtype(saved[name]) != (est_dtype := _saved_dtype(meta, tensors, name)):
-            raise ValueError(f"{path!s} is damaged or was edited: {name}={saved[name]!r} but its state is "
-                             f"{dtype_name(est_dtype)}.")
     # What continued training may not change, as fit records it: the saved values (a
     # structural parameter overridden at load is refused by the next partial_fit), and
     # the objects passed for what a file cannot hold (custom modules and classes).
@@ -383,10 +381,6 @@ def load_model(cls, path, **params):
         raise ValueError(f"{path!s}: the optimizer state does not fit the feature_extractor: {exc}") from exc
     return est
 
-
-def _saved_dtype(meta, tensors, name) -> torch.dtype:
-    """The dtype the saved state of ``dtype`` (the extractor) or ``head_dtype`` (the head's weights) is in."""
-    return getattr(torch, meta["fitted"]["_dtype"]) if name == "dtype" else tensors["head"]["coef"].dtype
 
 
 class _PersistenceMixin:

@@ -634,6 +634,9 @@ def _rewrite(path, edit_meta=None, edit_tensors=None):
     (None, lambda t: t["head"].update(path=torch.zeros(3, 3, dtype=torch.float64)), r"head\['path'\] \(must be"),
     (None, lambda t: t["optimizer"]["state"][0].update(exp_avg=torch.zeros(7)),
      r"optimizer state does not fit .* 'exp_avg' has shape \(7,\)"),
+    (None, lambda t: t.update(extra=torch.zeros(1)), r"tensors.pt\['extra'\] \(unknown\)"),
+    (None, lambda t: t.update(extractor={k: v.double() for k, v in t["extractor"].items()}),
+     r"tensors.pt\['extractor'\] \(floating tensors other than its _dtype float32\)"),
 ])
 def test_a_damaged_model_file_is_refused_with_a_value_error(tmp_path, edit_meta, edit_tensors, message):
     # each damage used to surface as a KeyError, TypeError, RuntimeError, or (memory_next)
@@ -1199,6 +1202,27 @@ def test_cpu_copy_of_a_module_is_independent_and_equal():
     for (name, a), (_, b) in zip(module.state_dict().items(), copied.state_dict().items()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
     assert all(p.requires_grad for p in copied.parameters())
+
+
+def test_files_the_schema_must_accept(tmp_path):
+    # a review of the schema: files that save writes and an early version of it refused
+    model = _fit().set_params(dtype="float64", head_dtype="float32")  # parameters changed after the fit
+    model.save(tmp_path / "changed.slim")
+    np.testing.assert_array_equal(SlimTrainRegressor.load(tmp_path / "changed.slim").predict(X0), model.predict(X0))
+    # a validation epoch whose predictions are not finite records NaN (and -inf), and training goes on
+    class LogOfShift(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x[:, :1] + 3.0).expand(-1, 3) * torch.ones(3)
+
+    X_val = X0[:10].copy()
+    X_val[0, 0] = -5.0
+    odd = _fit(feature_extractor=LogOfShift(), early_stopping=True, X_val=X_val, y_val=Y0[:10], max_iter=2)
+    assert np.isnan(odd.validation_loss_curve_).all()
+    odd.save(tmp_path / "nan.slim")
+    loaded = SlimTrainRegressor.load(tmp_path / "nan.slim", feature_extractor=LogOfShift())
+    assert np.isnan(loaded.validation_loss_curve_).all()
+    loaded = SlimTrainRegressor.load(os.fsencode(tmp_path / "changed.slim"))  # a bytes path, as save takes
+    assert loaded.n_iter_ == model.n_iter_
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links and file modes as on POSIX")
