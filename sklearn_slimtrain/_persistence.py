@@ -425,7 +425,8 @@ class _PersistenceMixin:
         model : SlimTrainRegressor
             Fitted, ready to ``predict`` or continue with ``partial_fit``.
         """
-        return load_model(cls, path, **params)
+        with torch.inference_mode(False):  # a model loaded for serving may be trained later: no inference tensors
+            return load_model(cls, path, **params)
 
     def __getstate__(self):
         # object.__getstate__ returns __dict__ itself: copy before changing it

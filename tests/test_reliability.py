@@ -1223,6 +1223,12 @@ def test_files_the_schema_must_accept(tmp_path):
     assert np.isnan(loaded.validation_loss_curve_).all()
     loaded = SlimTrainRegressor.load(os.fsencode(tmp_path / "changed.slim"))  # a bytes path, as save takes
     assert loaded.n_iter_ == model.n_iter_
+    plain = _fit()
+    plain.save(tmp_path / "plain.slim")
+    with torch.inference_mode():  # loaded for serving, trained later: its tensors must be trainable
+        served = SlimTrainRegressor.load(tmp_path / "plain.slim")
+    served.partial_fit(X0, Y0)
+    np.testing.assert_array_equal(served.predict(X0), plain.partial_fit(X0, Y0).predict(X0))
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links and file modes as on POSIX")
