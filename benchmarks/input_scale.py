@@ -77,10 +77,19 @@ def times(X, factor=1.0):
     return X * factor
 
 
+def _split(problem, seed, n_train, standardise=True):
+    """A job's ``(Xtr, Xte, ytr, yte)`` (test: half of ``n_train``), the inputs standardised on the training rows."""
+    torch.set_num_threads(1)  # one job per core
+    Xtr, Xte, ytr, yte = load(problem, seed, n_train, n_train // 2)
+    if standardise:
+        scaler = StandardScaler().fit(Xtr)
+        Xtr, Xte = scaler.transform(Xtr), scaler.transform(Xte)
+    return Xtr, Xte, ytr, yte
+
+
 def search(problem, seed, epochs, n_train, factors):
     """``(problem, seed, chosen factor, test R2)`` of a 3-fold ``GridSearchCV`` over the input factor."""
-    torch.set_num_threads(1)
-    Xtr, Xte, ytr, yte = load(problem, seed, n_train, n_train // 2)
+    Xtr, Xte, ytr, yte = _split(problem, seed, n_train, standardise=False)  # the pipeline standardises
     pipe = Pipeline([("scale", StandardScaler()), ("factor", FunctionTransformer(times)),
                      ("model", SlimTrainRegressor(max_iter=epochs, random_state=seed))])
     grid = GridSearchCV(pipe, {"factor__kw_args": [{"factor": f} for f in factors]}, cv=3)
@@ -108,13 +117,10 @@ def main_search(args):
 
 def builtin(problem, seed, epochs, n_train, factors):
     """``(problem, seed, {rule: chosen factor}, {factor: test R2 of the default fit})`` (part 4)."""
-    torch.set_num_threads(1)
-    Xtr, Xte, ytr, yte = load(problem, seed, n_train, n_train // 2)
-    scaler = StandardScaler().fit(Xtr)
-    Xtr, Xte = scaler.transform(Xtr), scaler.transform(Xte)
+    Xtr, Xte, ytr, yte = _split(problem, seed, n_train)
     chosen, loo, held, folds = {}, [], {e: [] for e in SHORT_EPOCHS}, []
     torch.manual_seed(seed)
-    initial = ResNetFeatures(Xtr.shape[1]).double()  # the default network, as it starts
+    initial = ResNetFeatures(Xtr.shape[1]).double()  # an untrained default network (not the fits' own draw)
     Xa, Xb, ya, yb = train_test_split(Xtr, ytr, test_size=0.1, random_state=seed)
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning of the short runs
@@ -170,11 +176,8 @@ def run(problem, kind, value, seed, epochs, n_train):
     ``kind``: "factor" (standardised times ``value``), "offset" (standardised plus
     ``value``) or "as shipped" (the columns as loaded).
     """
-    torch.set_num_threads(1)  # one job per core
-    Xtr, Xte, ytr, yte = load(problem, seed, n_train, n_train // 2)
+    Xtr, Xte, ytr, yte = _split(problem, seed, n_train, standardise=kind != "as shipped")
     if kind != "as shipped":
-        scaler = StandardScaler().fit(Xtr)
-        Xtr, Xte = scaler.transform(Xtr), scaler.transform(Xte)
         Xtr, Xte = (Xtr * value, Xte * value) if kind == "factor" else (Xtr + value, Xte + value)
     model = SlimTrainRegressor(max_iter=epochs, random_state=seed)
     with threadpool_limits(limits=1), warnings.catch_warnings():

@@ -5,10 +5,10 @@ import warnings
 
 import torch
 
-__all__ = ["device_index", "dtype_name", "model_numerics", "resolve_device", "resolve_dtype", "restore_device",
+__all__ = ["DTYPES", "device_index", "dtype_name", "model_numerics", "resolve_device", "resolve_dtype", "restore_device",
            "same_device"]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # the dtypes a model runs in, by name
 
 
 def _mps_available() -> bool:
@@ -121,9 +121,9 @@ def restore_device(saved: str) -> torch.device:
 
 def resolve_dtype(dtype) -> torch.dtype:
     """``"float32"``/``"float64"`` (or the torch dtypes) to a torch dtype."""
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    return _DTYPES[dtype]
+    return DTYPES[dtype]
 
 
 def dtype_name(dtype: torch.dtype) -> str:

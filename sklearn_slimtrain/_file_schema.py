@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from ._device import DTYPES
+
 __all__ = ["FITTED_NAMES", "file_problems", "resnet_config_problem"]
 
 
@@ -49,7 +51,7 @@ _FITTED_SCHEMA = {
     "n_outputs_": (_count(1), "an int >= 1", True),
     "_y_ndim": (lambda v: type(v) is int and v in (1, 2), "1 or 2", True),
     "device_": (lambda v: isinstance(v, str), "a str", True),
-    "_dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'", True),
+    "_dtype": (lambda v: v in DTYPES, "'float32' or 'float64'", True),
     "_rng": (_rng, "['MT19937', a position 0-624, 0 or 1, a number]", True),
     "loss_curve_": (_numbers, "a list of numbers", True),
     "n_iter_": (_count(), "an int >= 0", True),
@@ -84,7 +86,7 @@ _RESNET_SCHEMA = {
     "n_features_in": _optional(_count(1)), "width": _count(1), "depth": _count(0),
     "final_time": lambda v: _number(v) and 0 < v < math.inf, "pass_inputs": lambda v: isinstance(v, bool),
 }
-_FLOATS = (torch.float32, torch.float64)
+_FLOATS = tuple(DTYPES.values())
 
 
 def resnet_config_problem(config) -> str | None:
@@ -124,7 +126,7 @@ def _param_problems(params, param_names) -> list:
             problem = resnet_config_problem(encoded["resnet"])
             if problem or name != "feature_extractor":
                 problems.append(f"{where} ({problem or 'only feature_extractor is a ResNetFeatures'})")
-        elif encoded.get("torch") == "dtype" and encoded["value"] not in ("float32", "float64"):
+        elif encoded.get("torch") == "dtype" and encoded["value"] not in DTYPES:
             problems.append(f"{where} (a dtype must be 'float32' or 'float64')")
         elif "torch" in encoded and (encoded["torch"] not in ("dtype", "device") or not isinstance(encoded["value"], str)):
             problems.append(f"{where} (must hold a dtype or a device by name)")
@@ -146,7 +148,7 @@ def _tensor_problems(tensors, meta) -> list:
         problems.append("tensors.pt['param_extractor'] (the ResNetFeatures parameter's weights: absent)")
     extractor = tensors.get("extractor")
     fitted = meta.get("fitted") if isinstance(meta.get("fitted"), dict) else {}
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(fitted.get("_dtype"))
+    dtype = DTYPES.get(fitted.get("_dtype"))
     if isinstance(extractor, dict) and dtype is not None and any(
             isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype for v in extractor.values()):
         problems.append(f"tensors.pt['extractor'] (floating tensors other than its _dtype {fitted['_dtype']})")

@@ -382,7 +382,6 @@ def load_model(cls, path, **params):
     return est
 
 
-
 class _PersistenceMixin:
     """``save``/``load`` and device-independent pickling of the estimator."""
 

@@ -84,7 +84,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Array", "SGCVFactors", "array_module", "at_least", "no_grad", "nonnegative", "sgcv_factors",
-           "sgcv_values"]
+           "sgcv_values", "trace_error_scale"]
 
 # A torch tensor or a NumPy array (the two are never mixed in one call).
 Array = Tensor | np.ndarray
@@ -181,6 +181,15 @@ def _term_constants(like):
     return _TERM_CONSTANTS[key]
 
 
+def trace_error_scale(d_max, p: int, n_targets: int, eps: float):
+    """``2 p t eps d_max``: ``t`` times the rounding error of ``tau`` per unit of ``sum_j D_j`` (the module's Notes).
+
+    A candidate counts only where the denominator ``b t - t tau`` exceeds this times
+    ``sum_j D_j``; ``d_max`` is a scalar or a 0-d array of either library.
+    """
+    return d_max * (2.0 * p * n_targets * eps)
+
+
 @no_grad
 def sgcv_factors(evals: Array, H: Array, Q: Array, P: Array, rnorm2: Array, n_rows: int) -> SGCVFactors:
     """Factor the sGCV function of one step once, for every candidate ridge.
@@ -213,8 +222,8 @@ def sgcv_factors(evals: Array, H: Array, Q: Array, P: Array, rnorm2: Array, n_ro
     xp = array_module(H)
     p = H.shape[0]
     evals = nonnegative(evals)
-    # t times the trace's rounding error per unit of D (the module's Notes), for the denominator b t - t tau
-    trace_error = xp.ones_like(H[:1]) * (evals.max() * (2.0 * p * Q.shape[1] * _term_constants(H)[-1]))
+    # a row that, times D, gives the rounding error of t tau (the denominator is b t - t tau)
+    trace_error = xp.ones_like(H[:1]) * trace_error_scale(evals.max(), p, Q.shape[1], _term_constants(H)[-1])
     X = xp.concatenate((Q, P), 0)
     K = X @ X.T  # [[QQ^T, QP^T], [PQ^T, PP^T]] in one product
     QQ, QP, PP = K[:p, :p], K[:p, p:], K[p:, p:]

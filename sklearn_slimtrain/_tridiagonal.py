@@ -65,6 +65,7 @@ import math
 import numpy as np
 from scipy.linalg import get_lapack_funcs
 
+from ._sgcv import trace_error_scale
 from ._slimtik import StepResult, choose_ridge, slimtik_update
 
 __all__ = ["slimtik_update_tridiagonal"]
@@ -180,12 +181,12 @@ def _sgcv_values(cands, diag, off, evals, c, w, rnorm2, ridge_prev, n_rows, gtsv
     # 2.6e-5 where the exact value is 1.2e4, features of scale 1e3 and 32 rows for 101
     # weights).
     eps = np.finfo(c.dtype).eps
-    kappa = (max(float(evals.max()), 0.0) + cands) / (max(float(evals.min()), 0.0) + cands)
+    d_max = float(evals.max())  # evals are clipped at 0 by the caller
+    kappa = (d_max + cands) / (float(evals.min()) + cands)
     grad = np.sqrt(((cands[:, None, None] * x + lam[:, None, None] * w) ** 2).sum((1, 2)))
     solve_error = 2.0 * kappa * eps * grad * np.sqrt((x * x).sum((1, 2)))
     resolved = resid > (p * eps) * (rnorm2 + 2.0 * np.abs(cx) + np.abs(xtx)) + solve_error
     D = 1.0 / (evals + cands[:, None])
     dof = n_rows * t - t * (D @ evals)
-    # the trace's rounding error, as in _sgcv (its Notes): 2 p eps d_max sum_j D_j (here H = diag(d))
-    resolved &= dof > t * (2.0 * p * eps * max(float(evals.max()), 0.0)) * D.sum(1)
+    resolved &= dof > trace_error_scale(d_max, p, t, eps) * D.sum(1)  # as in _sgcv (here H = diag(d))
     return np.where(resolved, n_rows * t * np.maximum(resid, 0.0) / dof**2, math.inf)

@@ -17,6 +17,8 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import NumberInterval
+
 if TYPE_CHECKING:  # matplotlib is an optional dependency
     from matplotlib.axes import Axes
 
@@ -248,8 +250,8 @@ def plot_predictions(
         y = y[:, 0]
     if y.shape[1:] != ((reg.n_outputs_,) if reg.n_outputs_ > 1 else ()):
         raise ValueError(f"y has shape {y.shape}, but the model predicts {reg.n_outputs_} target(s).")
-    n_targets = y.shape[1] if y.ndim == 2 else 1
-    if isinstance(target, (bool, np.bool_)) or not isinstance(target, Integral) or not 0 <= target < n_targets:
+    n_targets = reg.n_outputs_
+    if not NumberInterval(Integral, 0, n_targets, closed="left").is_satisfied_by(target):
         raise ValueError(f"target must be an int in [0, {n_targets - 1}] (the model predicts {n_targets} "
                          f"target(s)); got {target!r}.")
     pred = np.asarray(estimator.predict(X)).reshape(len(y), -1)
