@@ -432,5 +432,13 @@ class _PersistenceMixin:
         return pickle_state(self, dict(super().__getstate__()))
 
     def __setstate__(self, state):
-        super().__setstate__(state)
-        unpickle_state(self, state)
+        inference = torch.is_inference_mode_enabled()
+        with torch.inference_mode(False):
+            if inference:
+                # Unpickled inside torch.inference_mode, every tensor of ``state`` is an
+                # inference tensor, which no later fit can update in place; a copy made
+                # outside the mode holds normal tensors (objects that shared them with
+                # the rest of the pickle no longer do).
+                state = copy.deepcopy(state)
+            super().__setstate__(state)
+            unpickle_state(self, state)

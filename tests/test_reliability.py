@@ -4,6 +4,7 @@ The battery is one table (``BATTERY``): an id, the input, and the expected outco
 beside it.  ``docs/reliability.md`` shows the same table; a test keeps the two in step.
 """
 
+import copy
 import io
 import json
 import os
@@ -750,6 +751,25 @@ def test_callers_autocast_and_inference_mode_are_not_used():
         np.testing.assert_array_equal(model.predict(X0), inside)
         continued = model.partial_fit(X0, Y0).predict(X0)
     np.testing.assert_array_equal(continued, expected.partial_fit(X0, Y0).predict(X0))
+
+
+def test_model_unpickled_inside_inference_mode_can_be_trained():
+    # a model unpickled (or deep-copied) inside torch.inference_mode held inference tensors:
+    # its predictions were right, but a later partial_fit or fit failed with a torch error
+    # ("Inplace update to inference tensor outside InferenceMode")
+    expected = _fit(memory_depth=2)
+    data = pickle.dumps(expected)
+    with torch.inference_mode():
+        served = pickle.loads(data)
+        copied = copy.deepcopy(expected)
+        np.testing.assert_array_equal(served.predict(X0), expected.predict(X0))
+    for model in (served, copied):
+        tensors = [*model.feature_extractor_.parameters(), model._head.coef, model._head.ridge,
+                   *(t for state in model._optimizer.state.values() for t in state.values())]
+        assert not any(t.is_inference() for t in tensors)
+    continued = expected.partial_fit(X0, Y0).predict(X0)
+    np.testing.assert_array_equal(served.partial_fit(X0, Y0).predict(X0), continued)
+    np.testing.assert_array_equal(copied.partial_fit(X0, Y0).predict(X0), continued)
 
 
 def test_non_finite_features_on_some_rows_are_reported():
