@@ -8,6 +8,7 @@ math in :mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
 import contextlib
 import math
 import os
+import threading
 
 import numpy as np
 import torch
@@ -66,6 +67,11 @@ def _numpy_blas() -> ThreadpoolController:
     return _BLAS[0]
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_LIMIT = {"users": 0, "limiter": None}  # guarded by _BLAS_LOCK
+
+
+@contextlib.contextmanager
 def _blas_one_thread():
     """Context that runs NumPy's and SciPy's own BLAS on one thread (``threadpoolctl``, about 10 us).
 
@@ -74,8 +80,25 @@ def _blas_one_thread():
     oversubscribe the cores and a step takes several times longer (measured:
     13-37 ms instead of 6-9 ms at width 32-64 on 2 cores).  The head's matrices are
     small enough for one thread.
+
+    The thread count is process-wide, and fits may run in threads (joblib's
+    threading backend, Dask workers): the first context to enter sets the limit
+    and the last to leave restores what was there before.  (Each context saving
+    and restoring on its own left the limit of 1 for the rest of the process
+    whenever two overlapped: the second saved the first's 1, and restored it last.)
     """
-    return _numpy_blas().limit(limits=1)
+    with _BLAS_LOCK:
+        if not _BLAS_LIMIT["users"]:
+            _BLAS_LIMIT["limiter"] = _numpy_blas().limit(limits=1)
+        _BLAS_LIMIT["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_LIMIT["users"] -= 1
+            if not _BLAS_LIMIT["users"]:
+                _BLAS_LIMIT.pop("limiter").restore_original_limits()
+                _BLAS_LIMIT["limiter"] = None
 
 
 def _host(x):
