@@ -262,13 +262,22 @@ class _SeparableNetworkMixin:
         with _seeded_rng(self._torch_seed, device):
             module = self._build_extractor(probe.shape[1]).to(device=device, dtype=self._dtype)
             training = module.training
+            trainable = any(p.requires_grad for p in module.parameters())
             try:  # in eval mode: no BatchNorm statistics updated, no dropout drawn
-                with torch.no_grad():
+                with torch.set_grad_enabled(trainable):  # the caller's torch.no_grad included
                     out = module.eval()(_tensor(probe, self._dtype, device))
             except Exception as exc:  # the user's module: say which parameter and which input
                 raise ValueError(f"feature_extractor cannot be applied to X with {probe.shape[1]} features: "
                                  f"{type(exc).__name__}: {exc}") from exc
-        return module.train(training), out
+        if trainable and isinstance(out, torch.Tensor) and out.is_floating_point() and not out.requires_grad:
+            # e.g. a frozen backbone whose forward runs under torch.no_grad or returns .detach() while
+            # its parameters still require grad: the first step's backward raised a torch error, and
+            # with alpha > 0 weight decay alone moved the weights
+            raise ValueError(
+                "feature_extractor has parameters that require grad, but its output does not depend on them "
+                "through autograd (its forward runs under torch.no_grad, or detaches its output). To train "
+                "only the head on fixed features, freeze the module instead: module.requires_grad_(False).")
+        return module.train(training), out.detach() if isinstance(out, torch.Tensor) else out
 
     @contextlib.contextmanager
     def _epoch_rng(self):

@@ -291,6 +291,8 @@ def check_extractor_output(out, n_rows: int, n_features_in: int, dense: bool = T
     if (out.ndim != 2 if dense else out.ndim < 2) or out.shape[0] != n_rows:
         hint = " (features of another shape need a layer as head, e.g. a convolution)" if dense and out.ndim > 2 else ""
         raise ValueError(f"{expected}; for n={n_rows} it returned shape {tuple(out.shape)}{hint}.")
+    if 0 in out.shape[1:]:  # a solve over no features: NumPy's "zero-size array" errors deep in the step
+        raise ValueError(f"{expected} with at least one feature; for n={n_rows} it returned shape {tuple(out.shape)}.")
     if not out.is_floating_point():
         raise ValueError(f"{expected} of floats; it returned dtype {out.dtype}.")
     if not bool(torch.isfinite(out).all()):

@@ -68,6 +68,10 @@ class _Shape(torch.nn.Module):
             return z.long()
         if self.kind == "tuple":  # e.g. a module returning (features, extra)
             return z, z
+        if self.kind == "empty":  # no features (e.g. a width computed as 0)
+            return z[:, :0]
+        if self.kind == "detached":  # a "frozen backbone" whose parameters still require grad
+            return z.detach()
         return z
 
 
@@ -142,6 +146,12 @@ BATTERY = [
      (ValueError, "of floats; it returned dtype torch.int64")),
     ("extractor-tuple", "extractor returning a tuple", lambda: _fit(feature_extractor=lambda n: _Shape(n, "tuple")),
      (TypeError, r"to a 2-D tensor of shape \(n, n_features_out\); it returned a tuple")),
+    ("extractor-empty", "extractor returning no features", lambda: _fit(feature_extractor=lambda n: _Shape(n, "empty"),
+                                                                          fit_intercept=False),
+     (ValueError, r"with at least one feature; for n=2 it returned shape \(2, 0\)")),
+    ("extractor-detached", "extractor whose output does not depend on its trainable parameters",
+     lambda: _fit(feature_extractor=lambda n: _Shape(n, "detached"), alpha=1e-2),
+     (ValueError, r"output does not depend on them through autograd .* module.requires_grad_\(False\)")),
     ("extractor-not-module", "callable returning no module", lambda: _fit(feature_extractor=lambda n: "net"),
      (TypeError, "torch.nn.Module")),
     ("extractor-features", "a module built for 5 input features", lambda: _fit(feature_extractor=torch.nn.Linear(5, 4)),
