@@ -343,7 +343,10 @@ class _SeparableNetworkMixin:
             with self._epoch_rng(), self._head.stepping():
                 for start, stop, mass in zip(starts, stops, masses):
                     rows = slice(start, stop) if order is None else order[start:stop]
-                    total += self._step(Xt[rows], Yt[rows], None if Wt is None else Wt[rows], mass)
+                    # a slice is a view: cloned, so that a module changing its input in place
+                    # (nn.Dropout(inplace=True) as its first layer) cannot change the data
+                    xb = Xt[rows].clone() if order is None else Xt[rows]
+                    total += self._step(xb, Yt[rows], None if Wt is None else Wt[rows], mass)
                     bar.update()
         finally:
             bar.close()
@@ -402,7 +405,9 @@ class _SeparableNetworkMixin:
         self.feature_extractor_.eval()
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             rows = slice(start, start + PREDICT_CHUNK)
-            x = X[rows] if isinstance(X, torch.Tensor) else _tensor(X[rows], self._dtype, torch.device(self.device_))
+            # a copy either way: a module changing its input in place must not change X (the
+            # validation rows are scored every epoch)
+            x = X[rows].clone() if isinstance(X, torch.Tensor) else _tensor(X[rows], self._dtype, torch.device(self.device_))
             yield rows, self._features(x).to(self._head.dtype)
 
     def _head_weights(self):

@@ -763,6 +763,31 @@ def test_callers_autocast_and_inference_mode_are_not_used():
     np.testing.assert_array_equal(continued, expected.partial_fit(X0, Y0).predict(X0))
 
 
+class _Doubling(torch.nn.Module):
+    """``tanh(lin(2 x))``, doubling its input in place or not."""
+
+    def __init__(self, n, in_place):
+        super().__init__()
+        self.lin = torch.nn.Linear(n, 8)
+        self.in_place = in_place
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x.mul_(2) if self.in_place else x * 2))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_module_changing_its_input_in_place_does_not_change_the_data(shuffle):
+    # without shuffling the batches were views of the training tensor, and the validation rows
+    # were scored through views every epoch: an in-place first layer (nn.Dropout(inplace=True),
+    # x.mul_) changed the data for the next epoch (a bug hunt: train R2 0.788 against 0.952)
+    fits = {in_place: _fit(feature_extractor=lambda n, p=in_place: _Doubling(n, p), shuffle=shuffle, max_iter=3,
+                           early_stopping=True, X_val=X0[:20], y_val=Y0[:20], n_iter_no_change=5)
+            for in_place in (False, True)}
+    np.testing.assert_array_equal(fits[True].validation_loss_curve_, fits[False].validation_loss_curve_)
+    np.testing.assert_array_equal(fits[True].loss_curve_, fits[False].loss_curve_)
+    np.testing.assert_array_equal(fits[True].predict(X0), fits[False].predict(X0))
+
+
 def test_model_unpickled_inside_inference_mode_can_be_trained():
     # a model unpickled (or deep-copied) inside torch.inference_mode held inference tensors:
     # its predictions were right, but a later partial_fit or fit failed with a torch error
