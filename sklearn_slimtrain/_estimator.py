@@ -424,7 +424,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         """The epochs of ``_fit`` on checked data, its stopping rules and the final head solve."""
         if not incremental:
             start_monitoring(self, early)
-        self._epoch_draws = None  # whether the extractor draws from torch's RNG: the call's first epoch says
+        self._epoch_draws = {}  # whether the extractor draws from torch's RNG, by stage: the call's first epoch says
         for group in self._optimizer.param_groups if self._optimizer is not None else ():
             group["lr"] = float(self.learning_rate)  # set_params(learning_rate=...) keeps the moments
         self._head.max_change = float(self.ridge_max_change)  # as the learning rate: on the next step
@@ -492,7 +492,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         solved = False
         if self.refit_head and not incremental:
             try:
-                solved = self._refit_head(train)
+                with self._epoch_rng("eval"):
+                    solved = self._refit_head(train)
             except KeyboardInterrupt:  # the solve assigns nothing until it is done
                 warn_interrupted("in the final head solve; the head is the last slimTik iterate")
                 interrupted = True

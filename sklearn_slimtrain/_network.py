@@ -233,7 +233,10 @@ class _SeparableNetworkMixin:
             weights_ok, state_ok = self._finite() if math.isfinite(loss) else (False, True)
             failure = ("diverged" if not weights_ok else "overflow" if not state_ok else
                        "exploded" if exploding(loss, zero_loss) else None)
-            scores = self._validation_scores(train, *val) if early and failure is None else (None, None)
+            scores = (None, None)
+            if early and failure is None:
+                with self._epoch_rng("eval"):
+                    scores = self._validation_scores(train, *val)
         except torch.linalg.LinAlgError:  # an eigh (step or head solve) on non-finite features
             # from finite weights: the module's own output is at fault, not the learning rate
             return EpochResult(math.nan, (None, None), "features" if self._finite()[0] else "diverged")
@@ -280,7 +283,7 @@ class _SeparableNetworkMixin:
         return module.train(training), out.detach() if isinstance(out, torch.Tensor) else out
 
     @contextlib.contextmanager
-    def _epoch_rng(self):
+    def _epoch_rng(self, stage="train"):
         """Torch's global RNG during an epoch: seeded from ``random_state`` and the epoch, restored after.
 
         Only a user's module draws from it (e.g. dropout; the rows are shuffled by
@@ -288,24 +291,30 @@ class _SeparableNetworkMixin:
         the caller's torch RNG is left as it was.  The CPU's generator, and the
         CUDA device's when the model is there (an MPS generator is not forked).
 
-        The first epoch of each ``fit`` or ``partial_fit`` call is seeded (and holds
-        ``_RNG_LOCK``) and records whether the extractor drew; the call's later epochs
-        are seeded only if it did, so fits in threads whose extractors never draw do
-        not wait for each other.  An extractor that starts drawing after the first
-        epoch of a call draws from the caller's generator in that call.
+        ``stage`` is ``"train"`` for an epoch's steps, ``"eval"`` for the passes
+        in eval mode that a fit makes (the validation scores, the final head
+        solve), with a seed of their own: a module may draw there too (noise
+        kept on at evaluation, Monte Carlo dropout).  The first time in each
+        ``fit`` or ``partial_fit`` call a stage is seeded (and holds
+        ``_RNG_LOCK``) and records whether the extractor drew; later it is
+        seeded only if it did, so fits in threads whose extractors never draw do
+        not wait for each other.  An extractor that starts drawing after that
+        draws from the caller's generator in that call.
         """
         seed = getattr(self, "_torch_seed", None)  # absent from models saved by older versions
-        draws = getattr(self, "_epoch_draws", None)  # None: not known yet in this call
-        if seed is None or draws is False:
+        draws = getattr(self, "_epoch_draws", None)
+        draws = draws if isinstance(draws, dict) else {}  # a bool in models pickled by older versions
+        if seed is None or draws.get(stage) is False:
             yield
             return
         device = torch.device(self.device_)
-        epoch_seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
+        entropy = [seed, self.n_iter_] if stage == "train" else [seed, self.n_iter_, 1]
+        epoch_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         with _seeded_rng(epoch_seed, device):
             seeded = _rng_states(device)
             yield
-            if draws is None:
-                self._epoch_draws = not all(map(torch.equal, seeded, _rng_states(device)))
+            if draws.get(stage) is None:
+                self._epoch_draws = {**draws, stage: not all(map(torch.equal, seeded, _rng_states(device)))}
 
     def _make_optimizer(self, module):
         """The torch optimizer of ``module``'s trainable parameters (None when there are none)."""
