@@ -120,12 +120,21 @@ def _param_problems(params, param_names) -> list:
         where = f"model.json params[{name!r}]"
         if name not in param_names:
             problems.append(f"{where} (unknown)")
-        elif not isinstance(encoded, dict) or not (set(encoded) in ({"value"}, {"value", "torch"}, {"resnet"})):
-            problems.append(f"{where} (must be {{'value': ...}}, with 'torch', or {{'resnet': ...}})")
+        elif not isinstance(encoded, dict) or not (set(encoded) in ({"value"}, {"value", "torch"}, {"resnet"},
+                                                                    {"resnet_class"})):
+            problems.append(f"{where} (must be {{'value': ...}}, with 'torch', {{'resnet': ...}} or "
+                            "{'resnet_class': ...})")
         elif "resnet" in encoded:
             problem = resnet_config_problem(encoded["resnet"])
             if problem or name != "feature_extractor":
                 problems.append(f"{where} ({problem or 'only feature_extractor is a ResNetFeatures'})")
+        elif "resnet_class" in encoded:  # the class's keywords: a configuration less n_features_in
+            keywords = encoded["resnet_class"]
+            problem = (f"keywords must be a dict, not {type(keywords).__name__}" if not isinstance(keywords, dict)
+                       else "n_features_in is the estimator's to pass" if "n_features_in" in keywords
+                       else resnet_config_problem({"width": 16, "depth": 8, "final_time": 5.0, **keywords}))
+            if problem or name != "feature_extractor":
+                problems.append(f"{where} ({problem or 'only feature_extractor is a ResNetFeatures class'})")
         elif encoded.get("torch") == "dtype" and encoded["value"] not in DTYPES:
             problems.append(f"{where} (a dtype must be 'float32' or 'float64')")
         elif "torch" in encoded and (encoded["torch"] not in ("dtype", "device") or not isinstance(encoded["value"], str)):

@@ -11,12 +11,15 @@ Two formats:
   Loading uses ``json`` and ``torch.load(weights_only=True)``, which restore
   data only: a model file cannot run code.  The network's *architecture* is
   therefore not in the file: the built-in :class:`ResNetFeatures` is rebuilt
-  from its configuration, and a custom ``feature_extractor``, ``head`` layer
-  (or optimizer class) must be passed to ``load`` again.
+  from its configuration (a ``feature_extractor`` parameter that is the class,
+  or a ``functools.partial`` of it with keywords only, from those keywords),
+  and a custom ``feature_extractor``, ``head`` layer (or optimizer class) must
+  be passed to ``load`` again.
 """
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import os
@@ -32,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._device import dtype_name, restore_device
 from ._extractors import ResNetFeatures
-from ._file_schema import FITTED_NAMES, file_problems
+from ._file_schema import FITTED_NAMES, file_problems, resnet_config_problem
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params
 
@@ -48,7 +51,7 @@ FORMAT = "sklearn-slimtrain-model"
 # its files had no offset, which reads as none).
 # 4: ResNetFeatures(pass_inputs=True) (a configuration that older packages cannot build;
 # files without it do not store the key, which reads as False).
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 _FIRST_FORMAT_VERSION = 1  # what every file without memory_depth=None or an offset still is
 # Scalar fitted attributes stored in model.json as they are (the tensors go to tensors.pt;
 # _dtype, _rng and feature_names_in_ are encoded); their checks at load are in _file_schema.
@@ -153,6 +156,33 @@ def _builtin_config(module):
     return config
 
 
+# The keyword arguments a ResNetFeatures class or functools.partial parameter may carry into a file
+# (n_features_in is the estimator's to pass).
+_FACTORY_KEYS = ("width", "depth", "final_time", "pass_inputs")
+
+
+def _builtin_factory(value):
+    """``ResNetFeatures``, or a ``functools.partial`` of it with keywords only: those keywords as plain
+    JSON values (``{}`` for the class); None for anything else, which load must be given again."""
+    if value is ResNetFeatures:
+        return {}
+    if not (isinstance(value, functools.partial) and value.func is ResNetFeatures and not value.args
+            and set(value.keywords) <= set(_FACTORY_KEYS)):
+        return None
+    plain = {}
+    for key, v in value.keywords.items():
+        if isinstance(v, (bool, np.bool_)):
+            plain[key] = bool(v)
+        elif isinstance(v, Integral):
+            plain[key] = int(v)
+        elif isinstance(v, Real):
+            plain[key] = float(v)
+        else:
+            return None
+    defaults = {"width": 16, "depth": 8, "final_time": 5.0}
+    return None if resnet_config_problem({**defaults, **plain}) else plain
+
+
 def _encode_param(name, value, tensors):
     """JSON form of one parameter, or None when it must be given again at load."""
     if value is None or isinstance(value, (bool, np.bool_, str)):
@@ -170,6 +200,9 @@ def _encode_param(name, value, tensors):
         tensors["param_extractor"] = to_cpu(
             {k: v for k, v in value.state_dict().items() if not torch.nn.parameter.is_lazy(v)})
         return {"resnet": _builtin_config(value)}
+    if name == "feature_extractor" and _builtin_factory(value) is not None:
+        # rebuilt at load as the class, or as a partial of it with the same keywords
+        return {"resnet_class": _builtin_factory(value)}
     return None
 
 
@@ -209,7 +242,8 @@ def save_model(est, path) -> None:
         tensors["y_offset"] = torch.from_numpy(np.array(offset, dtype=np.float64))
     extractor_config = _builtin_config(est.feature_extractor_)
     configs = (extractor_config, params.get("feature_extractor", {}).get("resnet"))  # fitted, parameter
-    version = (4 if any(c is not None and c.get("pass_inputs") for c in configs) else 3 if offset is not None
+    version = (5 if "resnet_class" in params.get("feature_extractor", {}) else
+               4 if any(c is not None and c.get("pass_inputs") for c in configs) else 3 if offset is not None
                else 2 if est._head.memory.depth is None else _FIRST_FORMAT_VERSION)
     meta = {
         "format": FORMAT,
@@ -320,6 +354,9 @@ def load_model(cls, path, **params):
             if lazy and (set(keys.missing_keys) != lazy or keys.unexpected_keys):
                 raise ValueError(f"{path!s}: the stored feature_extractor parameter does not match its configuration.")
             values[name] = module
+        elif "resnet_class" in encoded:
+            keywords = encoded["resnet_class"]
+            values[name] = functools.partial(ResNetFeatures, **keywords) if keywords else ResNetFeatures
         else:
             values[name] = _decode_param(encoded)
     saved = dict(values)

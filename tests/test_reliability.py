@@ -638,6 +638,12 @@ def _rewrite(path, edit_meta=None, edit_tensors=None):
     (lambda m: m["params"].update(learning_rate={"value": "x"}), None, r"'learning_rate' parameter .* Got 'x'"),
     (lambda m: m["params"].update(nonsense={"value": 1}), None, r"params\['nonsense'\] \(unknown\)"),
     (lambda m: m.update(extractor={"width": 4, "bad": 1}), None, r"\['extractor'\] \(unknown key\(s\) \['bad'\]"),
+    (lambda m: m["params"].update(feature_extractor={"resnet_class": {"width": 0}}), None,
+     r"params\['feature_extractor'\] \(bad or missing key\(s\) \['width'\]\)"),
+    (lambda m: m["params"].update(feature_extractor={"resnet_class": {"n_features_in": 2}}), None,
+     r"params\['feature_extractor'\] \(n_features_in is the estimator's to pass\)"),
+    (lambda m: m["params"].update(head={"resnet_class": {}}), None,
+     r"params\['head'\] \(only feature_extractor is a ResNetFeatures class\)"),
     (lambda m: m.update(optimizer_class="torch.optim.sgd.SGD"), None, r"saved with optimizer=torch.optim.sgd.SGD"),
     (None, lambda t: t["head"].update(coef=t["head"]["coef"].long()), r"head\['coef'\] \(must be a finite 2-D"),
     (None, lambda t: t["head"].update(coef=t["head"]["coef"].float()), r"head\['ridge'\] \(must be a 0-D"),
@@ -933,6 +939,41 @@ def test_save_load_with_pass_inputs(tmp_path, monkeypatch):
     monkeypatch.setattr(persistence, "FORMAT_VERSION", 3)  # a package from before the option
     with pytest.raises(ValueError, match=r"format version <= 3 \(found format='sklearn-slimtrain-model', version=4\)"):
         SlimTrainRegressor.load(path)
+
+
+def test_save_load_with_the_builtin_class_or_a_partial_as_parameter(tmp_path, monkeypatch):
+    # format version 5: the class, or a functools.partial of it with keywords only (the docs'
+    # Optuna example), is rebuilt at load; it used to be refused as custom code ("Pass them to load")
+    import functools
+
+    import sklearn_slimtrain._persistence as persistence
+
+    for i, extractor in enumerate([ResNetFeatures, functools.partial(ResNetFeatures, width=np.int64(4), depth=2,
+                                                                       pass_inputs=True)]):
+        model = _fit(feature_extractor=extractor)
+        path = tmp_path / f"m{i}.slim"
+        model.save(path)
+        assert json.loads(zipfile.ZipFile(path).read("model.json"))["format_version"] == 5
+        loaded = SlimTrainRegressor.load(path)
+        rebuilt = loaded.feature_extractor
+        if extractor is ResNetFeatures:
+            assert rebuilt is ResNetFeatures
+        else:
+            assert rebuilt.func is ResNetFeatures and rebuilt.keywords == {"width": 4, "depth": 2, "pass_inputs": True}
+        np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+        np.testing.assert_array_equal(loaded.partial_fit(X0, Y0).predict(X0), model.partial_fit(X0, Y0).predict(X0))
+        np.testing.assert_array_equal(clone(loaded).fit(X0, Y0).predict(X0), clone(model).fit(X0, Y0).predict(X0))
+    # a partial of anything else (here a subclass) is code, as before
+    class Subclass(ResNetFeatures):
+        pass
+
+    model = _fit(feature_extractor=functools.partial(Subclass, width=4))
+    model.save(tmp_path / "subclass.slim")
+    with pytest.raises(ValueError, match=r"parameter\(s\) \['feature_extractor'\].*Pass them to load"):
+        SlimTrainRegressor.load(tmp_path / "subclass.slim")
+    monkeypatch.setattr(persistence, "FORMAT_VERSION", 4)  # a package from before the encoding
+    with pytest.raises(ValueError, match=r"format version <= 4 \(found format='sklearn-slimtrain-model', version=5\)"):
+        SlimTrainRegressor.load(tmp_path / "m0.slim")
 
 
 class _Payload:
