@@ -3,6 +3,7 @@
 import functools
 import inspect
 import math
+import re
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -370,7 +371,14 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, head_dtype, sam
     X_val = check_array(X_val, dtype=(np.float64, np.float32), input_name="X_val", estimator=est)  # named errors
     if X_val.shape[1] != est.n_features_in_:
         raise ValueError(f"X_val has {X_val.shape[1]} features, but X has {est.n_features_in_}.")
-    validate_data(est, given, reset=False, skip_check_array=True)  # the feature names, as X's
+    with warnings.catch_warnings(record=True) as caught:  # the feature names, as X's, said of X_val
+        warnings.simplefilter("always")
+        try:
+            validate_data(est, given, reset=False, skip_check_array=True)
+        except ValueError as exc:
+            raise ValueError(f"X_val: {exc}") from None
+    for warning in caught:
+        warnings.warn(re.sub(r"^X ", "X_val ", str(warning.message)), warning.category, stacklevel=6)
     y_val = check_array(y_val, ensure_2d=False, dtype=np.float64, input_name="y_val")
     y_val = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
     if X_val.shape[0] < 2:

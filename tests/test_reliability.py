@@ -168,6 +168,12 @@ BATTERY = [
      (ValueError, "X_val has 1 features, but X has 2")),
     ("sparse-X_val", "scipy.sparse X_val", lambda: _fit(early_stopping=True, X_val=sp.csr_matrix(X0), y_val=Y0),
      (TypeError, "Sparse data was passed for X_val")),
+    ("X_val-names", "X_val with its columns in another order than X's", lambda: _fit(
+        pd.DataFrame(X0, columns=["a", "b"]), early_stopping=True, X_val=pd.DataFrame(X0, columns=["b", "a"]), y_val=Y0),
+     (ValueError, "X_val: The feature names should match those that were passed during fit")),
+    ("X_val-no-names", "X_val an array, X a DataFrame", lambda: _fit(
+        pd.DataFrame(X0, columns=["a", "b"]), early_stopping=True, X_val=X0, y_val=Y0),
+     (UserWarning, "X_val does not have valid feature names, but SlimTrainRegressor was fitted with feature names")),
     ("huge-y_val", "y_val of 1e160, dtype='float64'", lambda: _fit(
         early_stopping=True, X_val=X0, y_val=Y0 * 1e160, dtype="float64"),
      (ValueError, (r"y_val has values of magnitude up to .* too large for dtype='float64' \(limit 1.34e\+151\)\. "
