@@ -72,8 +72,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         weights are not used.  The solved layer is ``head_``.
     learning_rate : float, default=1e-3
         Learning rate of the extractor's optimizer.
-    optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
-        Optimizer of the extractor's weights, called as ``cls(params, lr=...)``.
+    optimizer : {"adam", "sgd"}, torch.optim.Optimizer subclass or functools.partial, default="adam"
+        Optimizer of the extractor's weights, called as ``cls(params, lr=...)``;
+        a partial sets its other keywords, e.g.
+        ``functools.partial(torch.optim.SGD, momentum=0.9)``.
     alpha : float, default=0.0
         L2 penalty ``alpha/2 ||theta||^2`` on the extractor's weights.
     memory_depth : int or None, default=0

@@ -325,7 +325,10 @@ class _SeparableNetworkMixin:
             cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.SGD
             # foreach: one fused update for all parameter tensors (the default on CUDA only)
             return cls(params, lr=float(self.learning_rate), foreach=True)
-        return self.optimizer(params, lr=float(self.learning_rate))  # a class, checked by fit
+        try:  # a class or a partial of one, checked by fit; a partial's keywords are the user's
+            return self.optimizer(params, lr=float(self.learning_rate))
+        except (TypeError, ValueError) as exc:  # e.g. "Invalid momentum value: -1" from torch
+            raise ValueError(f"optimizer={self.optimizer!r} cannot be built: {exc}") from exc
 
     def _epoch(self, Xt, Yt, Wt=None, sw=None):
         """One pass over ``(Xt, Yt)``; returns the mean training loss (one sync).

@@ -37,7 +37,7 @@ from ._device import dtype_name, restore_device
 from ._extractors import ResNetFeatures
 from ._file_schema import FITTED_NAMES, file_problems, resnet_config_problem
 from ._solver import SlimTikHead
-from ._validation import FROZEN_PARAMS, frozen_params
+from ._validation import FROZEN_PARAMS, frozen_params, optimizer_class
 
 __all__ = ["cpu_copy", "load_model", "move_model", "pickle_state", "save_model", "to_cpu", "unpickle_state"]
 
@@ -252,7 +252,7 @@ def save_model(est, path) -> None:
         "params": params,
         "params_to_pass_at_load": required,
         # An optimizer class, by name: its state is loaded into the class passed at load.
-        "optimizer_class": _class_name(est.optimizer) if isinstance(est.optimizer, type) else None,
+        "optimizer_class": None if optimizer_class(est.optimizer) is None else _class_name(optimizer_class(est.optimizer)),
         "extractor": extractor_config,
         "head": head_scalars,
         "fitted": fitted,
@@ -292,8 +292,12 @@ def _class_name(cls) -> str:
 
 
 def _same_class_name(given, saved: str) -> bool:
-    """By qualified name only: a class defined in a script (``__main__``) may be imported from a module at load."""
-    return isinstance(given, type) and saved.endswith("." + given.__qualname__)
+    """By qualified name only: a class defined in a script (``__main__``) may be imported from a module at load.
+
+    ``given`` may be a ``functools.partial`` of the class, as the ``optimizer`` parameter.
+    """
+    given = optimizer_class(given)
+    return given is not None and saved.endswith("." + given.__qualname__)
 
 
 def _read(path, cls):

@@ -58,7 +58,7 @@ PARAMETER_CONSTRAINTS = {
     "feature_extractor": [None, callable],
     "head": [None, torch.nn.Module],
     "learning_rate": [NumberInterval(Real, 0, None, closed="neither")],
-    "optimizer": [StrOptions({"adam", "sgd"}), type],
+    "optimizer": [StrOptions({"adam", "sgd"}), type, functools.partial],
     "alpha": [NumberInterval(Real, 0, None, closed="left")],
     "memory_depth": [NumberInterval(Integral, 0, None, closed="left"), None],
     "batch_size": [NumberInterval(Integral, 1, None, closed="left")],
@@ -185,14 +185,29 @@ def check_predictions(out: np.ndarray) -> None:
             f"{int(np.argmax(bad))}): the feature extractor overflowed on them. Check the scale of X.")
 
 
+def optimizer_class(optimizer):
+    """The class of an ``optimizer`` parameter that is a class or a ``functools.partial`` of one; else None."""
+    cls = optimizer.func if isinstance(optimizer, functools.partial) else optimizer
+    return cls if isinstance(cls, type) else None
+
+
 def check_optimizer(optimizer) -> None:
-    """``optimizer`` is "adam", "sgd" or a ``torch.optim.Optimizer`` subclass."""
-    if optimizer in ("adam", "sgd"):
+    """``optimizer`` is "adam", "sgd", a ``torch.optim.Optimizer`` subclass or a partial of one (keywords only)."""
+    if isinstance(optimizer, str) and optimizer in ("adam", "sgd"):
         return
-    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+    cls = optimizer_class(optimizer)
+    if not (cls is not None and issubclass(cls, torch.optim.Optimizer)):
         raise TypeError(
-            f"optimizer must be 'adam', 'sgd' or a torch.optim.Optimizer subclass; got {optimizer!r}."
+            "optimizer must be 'adam', 'sgd', a torch.optim.Optimizer subclass or a functools.partial of one; "
+            f"got {optimizer!r}."
         )
+    if isinstance(optimizer, functools.partial) and (optimizer.args or {"params", "lr"} & set(optimizer.keywords)):
+        raise ValueError(
+            f"optimizer={optimizer!r}: a partial may set the optimizer's keywords other than lr (e.g. "
+            "functools.partial(torch.optim.SGD, momentum=0.9)); the parameters are the extractor's and lr is "
+            "learning_rate."
+        )
+    optimizer = cls
     if issubclass(optimizer, torch.optim.SparseAdam):  # a valid class of the wrong kind, as LBFGS below
         raise ValueError(  # noqa: TRY004
             "optimizer=SparseAdam takes sparse gradients only (of embedding layers with sparse=True); the "

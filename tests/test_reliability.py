@@ -5,6 +5,7 @@ beside it.  ``docs/reliability.md`` shows the same table; a test keeps the two i
 """
 
 import copy
+import functools
 import io
 import json
 import os
@@ -127,6 +128,12 @@ BATTERY = [
     ("optimizer='adagrad'", "unknown optimizer string", lambda: _fit(optimizer="adagrad"),
      (ValueError, "'optimizer' .* Got 'adagrad'")),
     ("optimizer=dict", "a class that is no optimizer", lambda: _fit(optimizer=dict), (TypeError, "optimizer must be")),
+    ("optimizer=partial-lr", "a partial of an optimizer setting lr", lambda: _fit(
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1)),
+     (ValueError, r"a partial may set the optimizer's keywords other than lr .* lr is learning_rate")),
+    ("optimizer=partial-bad", "a partial of an optimizer with a keyword it refuses", lambda: _fit(
+        optimizer=functools.partial(torch.optim.SGD, momentum=-1)),
+     (ValueError, r"optimizer=functools.partial\(.*SGD.*momentum=-1\) cannot be built: Invalid momentum value: -1")),
     ("optimizer=LBFGS", "an optimizer that needs a closure", lambda: _fit(optimizer=torch.optim.LBFGS),
      (ValueError, "optimizer=LBFGS needs a closure")),
     ("optimizer=SparseAdam", "an optimizer for sparse gradients", lambda: _fit(optimizer=torch.optim.SparseAdam),
@@ -913,6 +920,27 @@ def test_load_checks_the_optimizer_class(tmp_path):
     model.partial_fit(X0, Y0)
     loaded.partial_fit(X0, Y0)
     np.testing.assert_array_equal(loaded.predict(X0), model.predict(X0))
+
+
+def test_optimizer_as_a_partial_sets_its_keywords(tmp_path):
+    # optimizer keywords other than lr (SGD's momentum, Adam's betas) had no way in: a partial was refused
+    class Momentum(torch.optim.SGD):
+        def __init__(self, params, lr):
+            super().__init__(params, lr=lr, momentum=0.9)
+
+    partial = functools.partial(torch.optim.SGD, momentum=0.9)
+    model = _fit(optimizer=partial, max_iter=3)
+    assert model._optimizer.param_groups[0]["momentum"] == 0.9
+    np.testing.assert_array_equal(model.predict(X0), _fit(optimizer=Momentum, max_iter=3).predict(X0))
+    assert clone(model).optimizer is not partial and clone(model).fit(X0, Y0).n_iter_ == 3
+    path = tmp_path / "m.slim"
+    model.save(path)
+    with pytest.raises(ValueError, match=r"parameter\(s\) \['optimizer'\].*Pass them to load"):
+        SlimTrainRegressor.load(path)
+    with pytest.raises(ValueError, match=r"saved with optimizer=torch.optim.sgd.SGD.*Pass the same class"):
+        SlimTrainRegressor.load(path, optimizer=functools.partial(torch.optim.Adam, betas=(0.8, 0.9)))
+    loaded = SlimTrainRegressor.load(path, optimizer=partial)
+    np.testing.assert_array_equal(loaded.partial_fit(X0, Y0).predict(X0), model.partial_fit(X0, Y0).predict(X0))
 
 
 def test_save_with_a_lazy_builtin_extractor_parameter(tmp_path):
