@@ -59,6 +59,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.utils import parametrize
 
 __all__ = ["BatchStats", "ConvLayout", "DenseLayout", "OperatorLayout", "basis_layer", "make_layout"]
 
@@ -448,6 +450,16 @@ def make_layout(head, feature_shape, n_targets: int, fit_intercept: bool, dtype,
     """
     feature_shape = tuple(feature_shape)
     name = "None" if head is None else type(head).__name__
+    if isinstance(head, LazyModuleMixin) and head.has_uninitialized_params():  # in_features=0 until a forward
+        raise ValueError(f"head={name} is a lazy layer; slimTik solves for the layer's weights, whose shape it "
+                         "needs up front: pass the layer with its input size (e.g. nn.Linear(n_features, n_targets)).")
+    if head is not None and (parametrize.is_parametrized(head) or head._forward_pre_hooks):
+        # weight_norm, spectral_norm (as parametrizations or as the older pre-hooks): the weight the layer
+        # uses is a function of other parameters, not the linear weights slimTik solves (a conv head
+        # raised a KeyError, and a dense one silently dropped the constraint)
+        raise ValueError(f"head={name} has a parametrization or a forward pre-hook (e.g. weight_norm, "
+                         "spectral_norm): its weight is computed from other parameters, while slimTik solves the "
+                         "layer's own linear weights. Pass the plain layer.")
     if head is None or (isinstance(head, nn.Linear) and len(feature_shape) == 1):
         if len(feature_shape) != 1:
             raise ValueError(

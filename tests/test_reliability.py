@@ -161,6 +161,12 @@ BATTERY = [
      (ValueError, r"output does not depend on them through autograd .* module.requires_grad_\(False\)")),
     ("extractor-not-module", "callable returning no module", lambda: _fit(feature_extractor=lambda n: "net"),
      (TypeError, "torch.nn.Module")),
+    ("head-lazy", "a lazy layer as head", lambda: _fit(head=torch.nn.LazyLinear(1)),
+     (ValueError, r"head=LazyLinear is a lazy layer; slimTik solves for the layer's weights")),
+    ("head-parametrized", "a head with weight_norm", lambda: _fit(
+        feature_extractor=lambda n: torch.nn.Sequential(torch.nn.Linear(n, 12), torch.nn.Unflatten(1, (3, 2, 2))),
+        head=torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(3, 1, 2))),
+     (ValueError, r"head=ParametrizedConv2d has a parametrization or a forward pre-hook .* Pass the plain layer")),
     ("extractor-features", "a module built for 5 input features", lambda: _fit(feature_extractor=torch.nn.Linear(5, 4)),
      (ValueError, r"feature_extractor cannot be applied to X with 2 features: RuntimeError: mat1")),
     ("early-stopping-1-row", "early_stopping with 1 row", lambda: _fit(X0[:1], Y0[:1], early_stopping=True),
