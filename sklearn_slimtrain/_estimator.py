@@ -99,9 +99,10 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         Shuffle the rows at every epoch (and in ``partial_fit``).
     ridge : "sgcv" or float, default="sgcv"
         Ridge on the head.  "sgcv" chooses it at every step by sGCV; a float
-        ``lam > 0`` fixes it (plain slimTik).
+        ``lam > 0`` fixes it (plain slimTik), within ``[tiny, sqrt(max)]``
+        of ``head_dtype``.
     ridge_init : float, default=1e-3
-        Per-step ridge before the first sGCV step.
+        Per-step ridge before the first sGCV step (in the same range).
     ridge_max_change : float, default=0.5
         Largest relative change ``|Lambda_k| / S_{k-1}`` of the cumulative sGCV
         ridge in one step: 0.5 lets it move by a factor 1.5 up or 2 down, as

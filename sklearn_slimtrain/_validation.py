@@ -130,6 +130,25 @@ def _narrower(dtype: torch.dtype, head_dtype: torch.dtype) -> tuple[torch.dtype,
     return min((dtype, "dtype"), (head_dtype, "head_dtype"), key=lambda d: torch.finfo(d[0]).max)
 
 
+def check_ridge_range(est, head_dtype: torch.dtype) -> None:
+    """The fixed ``ridge`` (or, with sGCV, ``ridge_init``) must lie in ``[tiny, sqrt(max)]`` of ``head_dtype``.
+
+    Below ``tiny`` the cast to the head's dtype makes it 0 (an unregularised head that reports
+    ``ridge_ = 0``), above ``max`` it is inf, which the fit reported as a divergence to be cured
+    by a lower learning rate; ``sqrt(max)`` (1.8e19 in float32, 1.3e154 in float64) leaves
+    room for the cumulative ridge, a sum of one such value per step, which overflowed for
+    ``ridge=1e306`` after 300 steps in float64 (a bug hunt).
+    """
+    name = "ridge_init" if est.ridge == "sgcv" else "ridge"
+    value = float(getattr(est, name))
+    info = torch.finfo(head_dtype)
+    if not info.tiny <= value <= math.sqrt(info.max):
+        raise ValueError(
+            f"{name}={value:.3g} is outside the range a ridge can take with head_dtype={dtype_name(head_dtype)!r}: "
+            f"[{info.tiny:.3g}, {math.sqrt(info.max):.3g}]."
+        )
+
+
 def check_training_data(X: np.ndarray, y2: np.ndarray, dtype: torch.dtype, head_dtype: torch.dtype) -> None:
     """What ``validate_data`` lets through: non-numeric y, overflowing values.
 
@@ -443,6 +462,7 @@ def check_fit_input(est, X, y, incremental: bool, sample_weight=None, X_val=None
         dtype = resolve_dtype(est.dtype) if reset else est._dtype
         head_dtype = resolve_dtype(est.head_dtype) if reset else est._head.dtype
         check_training_data(X, y2, dtype, head_dtype)
+        check_ridge_range(est, head_dtype)
         # the scale of X for the built-in network, at every call until it has warned once for this
         # model (not at every chunk of a badly scaled partial_fit stream; a later chunk in other
         # units, or a warm start on new data, is still checked)

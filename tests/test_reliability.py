@@ -161,6 +161,12 @@ BATTERY = [
      (ValueError, r"output does not depend on them through autograd .* module.requires_grad_\(False\)")),
     ("extractor-not-module", "callable returning no module", lambda: _fit(feature_extractor=lambda n: "net"),
      (TypeError, "torch.nn.Module")),
+    ("ridge-underflow", "ridge=1e-46 with head_dtype='float32'", lambda: _fit(ridge=1e-46, head_dtype="float32"),
+     (ValueError, r"ridge=1e-46 is outside the range a ridge can take with head_dtype='float32': \[1.18e-38, 1.84e\+19\]")),
+    ("ridge_init-overflow", "ridge_init=1e39 with head_dtype='float32'", lambda: _fit(ridge_init=1e39, head_dtype="float32"),
+     (ValueError, r"ridge_init=1e\+39 is outside the range a ridge can take with head_dtype='float32'")),
+    ("ridge-huge", "ridge=1e306 (float64)", lambda: _fit(ridge=1e306),
+     (ValueError, r"ridge=1e\+306 is outside the range a ridge can take with head_dtype='float64': \[2.23e-308, 1.34e\+154\]")),
     ("head-lazy", "a lazy layer as head", lambda: _fit(head=torch.nn.LazyLinear(1)),
      (ValueError, r"head=LazyLinear is a lazy layer; slimTik solves for the layer's weights")),
     ("head-parametrized", "a head with weight_norm", lambda: _fit(
