@@ -135,6 +135,8 @@ def slimtik_update_tridiagonal(
     c, w = rhs[:, :t], rhs[:, t:]
     if ridge_fixed is not None:
         ridge = ridge_prev + weight * ridge_fixed
+        if ridge <= p * np.finfo(gram.dtype).eps * np.trace(gram):  # tr(G) >= d_max: at most the eigenvalues'
+            return eigendecomposition_step()  # rounding level, where only the decomposition can cut off rounding
     else:
         evals, _ = sterf(diag, off)
         evals = np.maximum(evals, 0.0)

@@ -593,3 +593,49 @@ def test_tiny_ridge_init_does_not_diverge():
         model.fit(X, y)
     assert not [w for w in record if "diverged" in str(w.message)]
     assert model.n_iter_ == 2 and np.isfinite(model.coef_).all()
+
+
+def _duplicated_columns(rng, N=60, p=20, t=2):
+    """Features whose last 3 columns repeat the first 3 (a rank-deficient Gram matrix), and targets."""
+    Z = rng.normal(size=(N, p - 3))
+    Z = np.c_[Z, Z[:, :3]]
+    Y = np.sin(Z[:, :2]) @ rng.normal(size=(2, t)) + 0.1 * rng.normal(size=(N, t))
+    return Z, Y
+
+
+@pytest.mark.parametrize("lib", ["torch", "numpy"])
+@pytest.mark.parametrize("ridge", [1e-30, 1e-20, 1e-14])
+def test_a_fixed_ridge_below_rounding_gives_the_stable_tikhonov_head(lib, ridge):
+    # A bug hunt: ridge=1e-20 on features with duplicated columns gave coefficients of 1e17 and a
+    # test R2 of -3e10: rounding noise along the null directions of Z^T Z divided by the ridge.
+    # The head must be the stable (SVD) least-squares solution of the Tikhonov problem, whose
+    # limit at a vanishing ridge is the minimum-norm solution.
+    rng = np.random.default_rng(0)
+    Z, Y = _duplicated_columns(rng)
+    N = len(Z)
+    conv = LIBS[lib]
+    head = tikhonov_from_gram(conv(Z.T @ Z / N), conv(Z.T @ Y / N), conv(np.asarray((Y * Y).sum() / N)), N,
+                              ridge=ridge)
+    # the Tikhonov head from the SVD of Z / sqrt(N), singular values below lstsq's cut-off read as 0
+    # (the stacked least-squares problem is no reference here: solved by lstsq at ridge 1e-20 it is
+    # off by 389 on coefficients of at most 0.4, the same noise amplification)
+    U, sv, Vt = np.linalg.svd(Z / np.sqrt(N), full_matrices=False)
+    sv = np.where(sv > max(Z.shape) * np.finfo(float).eps * sv.max(), sv, 0.0)
+    expected = Vt.T @ ((sv / (sv**2 + ridge))[:, None] * (U.T @ (Y / np.sqrt(N))))
+    np.testing.assert_allclose(_numpy(head.coef), expected, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(_numpy(head.coef), np.linalg.pinv(Z) @ Y, atol=1e-12)  # the vanishing ridge's limit
+
+
+@pytest.mark.parametrize("path", ["eigendecomposition", "tridiagonal"])
+def test_a_fixed_ridge_below_rounding_leaves_the_null_directions_alone(path):
+    # one slimTik step from W_prev = 0 on a batch with fewer rows (20) than weights (40) and a
+    # cumulative ridge of 1e-20: the step has no component in the batch's null space (exactly
+    # zero in exact arithmetic), and its range part is the least-squares solution
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(20, 40))
+    B = rng.normal(size=(20, 2))
+    step = slimtik_update if path == "eigendecomposition" else slimtik_update_tridiagonal
+    extra = {"memory_gram": None} if path == "eigendecomposition" else {}
+    result = step(A.T @ A, A.T @ B, np.asarray((B * B).sum()), 20, np.zeros((40, 2)), np.asarray(0.0),
+                  ridge_fixed=1e-20, ridge_ref=np.asarray(1e-3), max_change=0.5, **extra)
+    np.testing.assert_allclose(result.coef, np.linalg.pinv(A) @ B, atol=1e-8)
