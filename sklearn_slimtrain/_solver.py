@@ -6,9 +6,11 @@ math in :mod:`sklearn_slimtrain._slimtik` and :mod:`sklearn_slimtrain._sgcv`.
 """
 
 import contextlib
+import functools
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -68,12 +70,30 @@ def _numpy_blas() -> ThreadpoolController:
 
 
 _BLAS_LOCK = threading.Lock()
-_BLAS_LIMIT = {"users": 0, "limiter": None}  # guarded by _BLAS_LOCK
+# guarded by _BLAS_LOCK: contexts inside, the limiter, whether the main thread set it, the setter thread
+_BLAS_LIMIT = {"users": 0, "limiter": None, "by_main": False, "pid": None, "thread": None}
+
+
+def _on_blas_thread(fn):
+    """``fn()`` run on this process's one thread that sets NumPy's BLAS thread count for other threads.
+
+    OpenBLAS 0.3.30-0.3.31 (NumPy's and SciPy's wheels) ignore a call that raises the
+    count when it comes from another thread than the one that lowered it, while that
+    thread lives: a limit set in one joblib worker and restored from another stayed at 1
+    for the whole process (a review measured it).  So fits in threads other than the
+    main one set and restore the limit on one thread of their own (a hop costs about
+    0.25 ms here, twice an epoch; fits in the main thread set it directly, in about 30
+    us).  A process started by ``fork`` makes its own thread (the parent's does not
+    exist there).  The caller holds ``_BLAS_LOCK``.
+    """
+    if _BLAS_LIMIT["pid"] != os.getpid():
+        _BLAS_LIMIT.update(pid=os.getpid(), thread=ThreadPoolExecutor(1, thread_name_prefix="sklearn-slimtrain-blas"))
+    return _BLAS_LIMIT["thread"].submit(fn).result()
 
 
 @contextlib.contextmanager
 def _blas_one_thread():
-    """Context that runs NumPy's and SciPy's own BLAS on one thread (``threadpoolctl``, about 10 us).
+    """Context that runs NumPy's and SciPy's own BLAS on one thread (``threadpoolctl``).
 
     NumPy's OpenBLAS keeps its own pool of threads; next to torch's OpenMP
     threads, which spin for a while after each of their parallel regions, they
@@ -83,13 +103,19 @@ def _blas_one_thread():
 
     The thread count is process-wide, and fits may run in threads (joblib's
     threading backend, Dask workers): the first context to enter sets the limit
-    and the last to leave restores what was there before.  (Each context saving
-    and restoring on its own left the limit of 1 for the rest of the process
-    whenever two overlapped: the second saved the first's 1, and restored it last.)
+    and the last to leave restores what was there before, from the thread that set
+    it (:func:`_on_blas_thread`).  (Each context saving and restoring on its own
+    left the limit of 1 for the rest of the process whenever two overlapped: the
+    second saved the first's 1, and restored it last.)  One case is left: a fit in
+    the main thread that sets the limit while fits run in other threads, one of
+    which ends last; its restore comes from the helper thread, which OpenBLAS
+    ignores while the main thread lives.
     """
+    main = threading.current_thread() is threading.main_thread()
     with _BLAS_LOCK:
         if not _BLAS_LIMIT["users"]:
-            _BLAS_LIMIT["limiter"] = _numpy_blas().limit(limits=1)
+            limit = functools.partial(_numpy_blas().limit, limits=1)
+            _BLAS_LIMIT.update(limiter=limit() if main else _on_blas_thread(limit), by_main=main)
         _BLAS_LIMIT["users"] += 1
     try:
         yield
@@ -97,7 +123,11 @@ def _blas_one_thread():
         with _BLAS_LOCK:
             _BLAS_LIMIT["users"] -= 1
             if not _BLAS_LIMIT["users"]:
-                _BLAS_LIMIT.pop("limiter").restore_original_limits()
+                restore = _BLAS_LIMIT["limiter"].restore_original_limits
+                if main and _BLAS_LIMIT["by_main"]:
+                    restore()
+                else:
+                    _on_blas_thread(restore)
                 _BLAS_LIMIT["limiter"] = None
 
 

@@ -152,6 +152,39 @@ def test_overlapping_limits_in_threads_restore_the_thread_count(monkeypatch):
     assert blas.threads == 2
 
 
+@pytest.mark.skipif(not NUMPY_BLAS, reason="this NumPy does not ship its own BLAS (e.g. conda)")
+def test_overlapping_limits_in_threads_restore_numpys_blas():
+    # the same with NumPy's own OpenBLAS, whose 0.3.30-0.3.31 ignore a raise of the count from
+    # another thread than the one that lowered it while that one lives (as joblib's workers do):
+    # restoring from the last thread to leave left 1 for the process (a review)
+    import threading
+
+    before = _numpy_blas_threads()
+    first_in, second_in, first_out, done = (threading.Event() for _ in range(4))
+
+    def first():
+        with solver._blas_one_thread():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+        done.wait(10)  # alive until the end, as a pool's worker
+
+    def second():
+        first_in.wait(10)
+        with solver._blas_one_thread():
+            second_in.set()
+            first_out.wait(10)
+        assert _numpy_blas_threads() == before
+        done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert done.is_set() and _numpy_blas_threads() == before
+
+
 def test_estimator_results_match_the_torch_step(monkeypatch):
     # The whole fit (extractor updates through the solved head included) follows the
     # torch step to rounding; a float64 network keeps the comparison tight.
