@@ -495,7 +495,7 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         solved = False
         if self.refit_head and not incremental:
             try:
-                with self._epoch_rng("eval"):
+                with self._epoch_rng("refit"):
                     solved = self._refit_head(train)
             except KeyboardInterrupt:  # the solve assigns nothing until it is done
                 warn_interrupted("in the final head solve; the head is the last slimTik iterate")

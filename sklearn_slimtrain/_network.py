@@ -57,6 +57,7 @@ def _tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
 # with several threads) neither reseed nor restore each other's generators mid-draw: the
 # same random_state gives the same model wherever the fit runs.
 _RNG_LOCK = threading.RLock()
+_EVAL_TAGS = {"validation": 1, "refit": 2}  # the eval-mode passes' seeds: (random_state's, n_iter_, tag)
 
 
 @contextlib.contextmanager
@@ -235,7 +236,7 @@ class _SeparableNetworkMixin:
                        "exploded" if exploding(loss, zero_loss) else None)
             scores = (None, None)
             if early and failure is None:
-                with self._epoch_rng("eval"):
+                with self._epoch_rng("validation"):
                     scores = self._validation_scores(train, *val)
         except torch.linalg.LinAlgError:  # an eigh (step or head solve) on non-finite features
             # from finite weights: the module's own output is at fault, not the learning rate
@@ -272,7 +273,8 @@ class _SeparableNetworkMixin:
             except Exception as exc:  # the user's module: say which parameter and which input
                 raise ValueError(f"feature_extractor cannot be applied to X with {probe.shape[1]} features: "
                                  f"{type(exc).__name__}: {exc}") from exc
-        if trainable and isinstance(out, torch.Tensor) and out.is_floating_point() and not out.requires_grad:
+        if (trainable and isinstance(out, torch.Tensor) and out.is_floating_point() and not out.requires_grad
+                and not self._grad_in_training(module, probe, device)):
             # e.g. a frozen backbone whose forward runs under torch.no_grad or returns .detach() while
             # its parameters still require grad: the first step's backward raised a torch error, and
             # with alpha > 0 weight decay alone moved the weights
@@ -281,6 +283,18 @@ class _SeparableNetworkMixin:
                 "through autograd (its forward runs under torch.no_grad, or detaches its output). To train "
                 "only the head on fixed features, freeze the module instead: module.requires_grad_(False).")
         return module.train(training), out.detach() if isinstance(out, torch.Tensor) else out
+
+    def _grad_in_training(self, module, probe, device) -> bool:
+        """Whether a copy of ``module`` in training mode gives an output that requires grad.
+
+        For a module whose trainable parameters act in training mode only (a learned
+        noise scale), whose eval-mode output therefore does not require grad.  A copy,
+        so that no BatchNorm statistics of the module change; under the probe's seeded
+        generator, so that nothing the caller sees is drawn.
+        """
+        with _seeded_rng(self._torch_seed, device), torch.enable_grad():
+            out = copy.deepcopy(module).train()(_tensor(probe, self._dtype, device))
+        return isinstance(out, torch.Tensor) and out.requires_grad
 
     @contextlib.contextmanager
     def _epoch_rng(self, stage="train"):
@@ -291,10 +305,10 @@ class _SeparableNetworkMixin:
         the caller's torch RNG is left as it was.  The CPU's generator, and the
         CUDA device's when the model is there (an MPS generator is not forked).
 
-        ``stage`` is ``"train"`` for an epoch's steps, ``"eval"`` for the passes
-        in eval mode that a fit makes (the validation scores, the final head
-        solve), with a seed of their own: a module may draw there too (noise
-        kept on at evaluation, Monte Carlo dropout).  The first time in each
+        ``stage`` is ``"train"`` for an epoch's steps, ``"validation"`` and
+        ``"refit"`` for the passes in eval mode that a fit makes (the validation
+        scores, the final head solve), each with a seed of its own: a module may
+        draw there too (noise kept on at evaluation, Monte Carlo dropout).  The first time in each
         ``fit`` or ``partial_fit`` call a stage is seeded (and holds
         ``_RNG_LOCK``) and records whether the extractor drew; later it is
         seeded only if it did, so fits in threads whose extractors never draw do
@@ -308,7 +322,9 @@ class _SeparableNetworkMixin:
             yield
             return
         device = torch.device(self.device_)
-        entropy = [seed, self.n_iter_] if stage == "train" else [seed, self.n_iter_, 1]
+        # the eval-mode passes tagged: a warm-started fit's first validation pass and the previous
+        # fit's final head solve see the same n_iter_
+        entropy = [seed, self.n_iter_] if stage == "train" else [seed, self.n_iter_, _EVAL_TAGS[stage]]
         epoch_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         with _seeded_rng(epoch_seed, device):
             seeded = _rng_states(device)

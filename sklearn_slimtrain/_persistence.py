@@ -420,7 +420,34 @@ def load_model(cls, path, **params):
         _place(est, device, tensors["optimizer"])
     except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:  # torch's own checks of the state
         raise ValueError(f"{path!s}: the optimizer state does not fit the feature_extractor: {exc}") from exc
+    _check_optimizer_settings(est, tensors["optimizer"], path)
     return est
+
+
+def _same_setting(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _check_optimizer_settings(est, saved, path) -> None:
+    """The optimizer given at load must have the saved state's settings (momentum, betas, ...), lr aside.
+
+    ``load_state_dict`` restores the saved ones, so the loaded model would train with
+    them while ``get_params()`` (and every clone) shows the other optimizer (a review:
+    ``functools.partial(torch.optim.SGD, momentum=0.1)`` loaded a file saved with 0.9).
+    """
+    if est._optimizer is None or not saved or not saved.get("param_groups"):
+        return
+    given = est._make_optimizer(est.feature_extractor_).defaults
+    group = saved["param_groups"][0]
+    differ = [f"{key}={given[key]!r} (the file's state: {group[key]!r})" for key in given
+              if key != "lr" and key in group and not _same_setting(given[key], group[key])]
+    if differ:
+        raise ValueError(f"{path!s}: optimizer={est.optimizer!r} sets {', '.join(differ)}; pass the optimizer "
+                         "the model was saved with (a functools.partial with the same keywords).")
 
 
 class _PersistenceMixin:

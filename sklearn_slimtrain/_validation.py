@@ -3,7 +3,6 @@
 import functools
 import inspect
 import math
-import re
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _check_sample_weight, _get_feature_names, validate_data
 
 from ._device import dtype_name, resolve_dtype
 from ._extractors import ResNetFeatures
@@ -222,7 +221,7 @@ def check_optimizer(optimizer) -> None:
         )
     if isinstance(optimizer, functools.partial) and (optimizer.args or {"params", "lr"} & set(optimizer.keywords)):
         raise ValueError(
-            f"optimizer={optimizer!r}: a partial may set the optimizer's keywords other than lr (e.g. "
+            f"optimizer={optimizer!r}: a partial may set the optimizer's keywords, by keyword, other than lr (e.g. "
             "functools.partial(torch.optim.SGD, momentum=0.9)); the parameters are the extractor's and lr is "
             "learning_rate."
         )
@@ -405,14 +404,18 @@ def check_validation_set(est, X, y2, X_val, y_val, early, dtype, head_dtype, sam
     X_val = check_array(X_val, dtype=(np.float64, np.float32), input_name="X_val", estimator=est)  # named errors
     if X_val.shape[1] != est.n_features_in_:
         raise ValueError(f"X_val has {X_val.shape[1]} features, but X has {est.n_features_in_}.")
-    with warnings.catch_warnings(record=True) as caught:  # the feature names, as X's, said of X_val
-        warnings.simplefilter("always")
+    # the feature names, checked as X's (scikit-learn's words, said of X_val; without
+    # warnings.catch_warnings, whose state is process-wide and fits may run in threads)
+    names, fitted_names = _get_feature_names(given), getattr(est, "feature_names_in_", None)
+    if (names is None) != (fitted_names is None):
+        warnings.warn(f"X_val {'does not have valid' if names is None else 'has'} feature names, but "
+                      f"{type(est).__name__} was fitted with{'' if names is None else 'out'} feature names",
+                      UserWarning, stacklevel=6)  # < check_fit_input < _fit < fit < _fit_context < caller
+    elif names is not None:
         try:
-            validate_data(est, given, reset=False, skip_check_array=True)
+            validate_data(est, given, reset=False, skip_check_array=True)  # raises, never warns, here
         except ValueError as exc:
             raise ValueError(f"X_val: {exc}") from None
-    for warning in caught:
-        warnings.warn(re.sub(r"^X ", "X_val ", str(warning.message)), warning.category, stacklevel=6)
     y_val = check_array(y_val, ensure_2d=False, dtype=np.float64, input_name="y_val")
     y_val = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
     if X_val.shape[0] < 2:
@@ -497,6 +500,8 @@ def _describe(value) -> str:
         return repr(value)
     if isinstance(value, type) or inspect.isfunction(value):  # a class or a function: its name
         return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, functools.partial):  # its function and keywords, and which object it is
+        return f"{value!r} at {id(value):#x}"
     return f"{type(value).__name__} object at {id(value):#x}"
 
 

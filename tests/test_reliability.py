@@ -130,7 +130,7 @@ BATTERY = [
     ("optimizer=dict", "a class that is no optimizer", lambda: _fit(optimizer=dict), (TypeError, "optimizer must be")),
     ("optimizer=partial-lr", "a partial of an optimizer setting lr", lambda: _fit(
         optimizer=functools.partial(torch.optim.SGD, lr=0.1)),
-     (ValueError, r"a partial may set the optimizer's keywords other than lr .* lr is learning_rate")),
+     (ValueError, r"a partial may set the optimizer's keywords, by keyword, other than lr .* lr is learning_rate")),
     ("optimizer=partial-bad", "a partial of an optimizer with a keyword it refuses", lambda: _fit(
         optimizer=functools.partial(torch.optim.SGD, momentum=-1)),
      (ValueError, r"optimizer=functools.partial\(.*SGD.*momentum=-1\) cannot be built: Invalid momentum value: -1")),
@@ -249,7 +249,9 @@ def test_bad_input_battery(case):
     if isinstance(expected, tuple) and issubclass(expected[0], Warning):
         with pytest.warns(expected[0], match=expected[1]):
             model = call()
-        assert np.isfinite(model.predict(X0 * (1e30 if name == "huge-X" else 1e-30))).all()
+        with warnings.catch_warnings():  # a model fitted on a DataFrame (X_val-no-names) and asked about an array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            assert np.isfinite(model.predict(X0 * (1e30 if name == "huge-X" else 1e-30))).all()
         return
     if isinstance(expected, tuple):
         with pytest.raises(expected[0], match=expected[1]):
@@ -794,6 +796,27 @@ def test_callers_autocast_and_inference_mode_are_not_used():
     np.testing.assert_array_equal(continued, expected.partial_fit(X0, Y0).predict(X0))
 
 
+class _LearnedNoise(torch.nn.Module):
+    """A frozen projection plus noise of a learned scale in training mode only."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.lin = torch.nn.Linear(n, 8).requires_grad_(False)
+        self.scale = torch.nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, x):
+        z = torch.tanh(self.lin(x))
+        return z + self.scale * torch.randn_like(z) if self.training else z
+
+
+def test_a_module_whose_parameters_act_in_training_only_is_trained():
+    # the probe runs in eval mode, where this module's output does not require grad; refusing it as
+    # a detached module (the extractor-detached row) was a review's finding: a copy in training mode decides
+    model = _fit(feature_extractor=_LearnedNoise, max_iter=3)
+    assert model.feature_extractor_.scale.item() != 0.1
+    assert int(model.feature_extractor_.lin.weight.requires_grad) == 0
+
+
 class _Doubling(torch.nn.Module):
     """``tanh(lin(2 x))``, doubling its input in place or not."""
 
@@ -951,6 +974,9 @@ def test_optimizer_as_a_partial_sets_its_keywords(tmp_path):
         SlimTrainRegressor.load(path)
     with pytest.raises(ValueError, match=r"saved with optimizer=torch.optim.sgd.SGD.*Pass the same class"):
         SlimTrainRegressor.load(path, optimizer=functools.partial(torch.optim.Adam, betas=(0.8, 0.9)))
+    for other in (torch.optim.SGD, functools.partial(torch.optim.SGD, momentum=0.1)):  # torch would load 0.9
+        with pytest.raises(ValueError, match=r"sets momentum=0(\.1)? \(the file's state: 0.9\); pass the optimizer"):
+            SlimTrainRegressor.load(path, optimizer=other)
     loaded = SlimTrainRegressor.load(path, optimizer=partial)
     np.testing.assert_array_equal(loaded.partial_fit(X0, Y0).predict(X0), model.partial_fit(X0, Y0).predict(X0))
 
@@ -1288,7 +1314,7 @@ def test_random_state_fixes_a_module_that_draws_in_eval_mode(early_stopping):
     np.testing.assert_array_equal(a.coef_, b.coef_)
     if early_stopping:
         np.testing.assert_array_equal(a.validation_scores_, b.validation_scores_)
-    assert a._epoch_draws == {"train": True, "eval": True}
+    assert a._epoch_draws == {"train": True, "refit": True, **({"validation": True} if early_stopping else {})}
 
 
 def _fit_in_thread_pool(seed, extractor):
@@ -1342,7 +1368,7 @@ def test_only_the_epochs_of_an_extractor_that_draws_reserve_torch_rng(extractor,
             lambda module, args: seen.append(free_elsewhere()) if module.training else None)
         model.fit(X0, Y0)
     hook.remove()
-    assert model._epoch_draws == {"train": draws, "eval": False}  # dropout is off in eval mode
+    assert model._epoch_draws == {"train": draws, "refit": False}  # dropout is off in eval mode
     assert seen[:2] == [False, False]  # the call's first epoch (2 steps) is seeded and reserved
     assert set(seen[2:]) == {not draws}
 
