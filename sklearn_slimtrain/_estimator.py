@@ -417,13 +417,13 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
             try:
                 if reset:
                     self._initialize(X, y2, y_ndim, sw)
-                return self._train(X, y2, sw, val, incremental, early)
+                return self._train(X, y2, sw, val, incremental, early, reset)
             except BaseException:
                 if reset:  # a fit from scratch that fails leaves no fitted model behind (not half of an old one)
                     self._discard_fit()
                 raise
 
-    def _train(self, X, y2, sw, val, incremental, early):
+    def _train(self, X, y2, sw, val, incremental, early, reset=False):
         """The epochs of ``_fit`` on checked data, its stopping rules and the final head solve."""
         if not incremental:
             start_monitoring(self, early)
@@ -433,6 +433,8 @@ class SlimTrainRegressor(_PersistenceMixin, _SeparableNetworkMixin, RegressorMix
         self._head.max_change = float(self.ridge_max_change)  # as the learning rate: on the next step
         if early and val is None:  # hold out validation_fraction of the rows, as MLPRegressor
             (X, y2, sw), val = holdout(self._rng, self.validation_fraction, X, y2, sw)
+            if reset:  # the targets' offset of the training rows only: no held-out target enters the model
+                self._y_offset = self._target_offset(self._head.layout, y2, sw)
         train = self._training_tensors(X, y2, sw)  # (Xt, Yt, Wt, mass)
         # the loss of predicting zeros on fit's rows (a partial_fit chunk is no reference: None)
         zero_loss = None if incremental else 0.5 * float(np.einsum("ij,ij->", y2, y2)) / len(y2)

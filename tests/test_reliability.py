@@ -811,6 +811,22 @@ class _LearnedNoise(torch.nn.Module):
         return z + self.scale * torch.randn_like(z) if self.training else z
 
 
+def test_held_out_targets_do_not_enter_the_target_offset():
+    # the offset by which the dense head centres the targets was the mean of every row given to
+    # fit, the rows early stopping then held out for validation included (a bug hunt)
+    from sklearn.utils import check_random_state
+
+    from sklearn_slimtrain._validation import holdout
+
+    y = X0[:, 0] + np.r_[np.zeros(50), np.full(10, 100.0)]
+    model = _fit(y=y, early_stopping=True, validation_fraction=0.2)
+    rng = check_random_state(0)
+    rng.randint(np.iinfo(np.int32).max)  # the model's torch seed, drawn first from random_state
+    (_, y_train, _), _ = holdout(rng, 0.2, X0, y[:, None], None)
+    assert len(y_train) == 48 and not np.isclose(y_train.mean(), y.mean())
+    np.testing.assert_allclose(model._y_offset, [y_train.mean()], rtol=1e-15)
+
+
 def test_a_module_whose_parameters_act_in_training_only_is_trained():
     # the probe runs in eval mode, where this module's output does not require grad; refusing it as
     # a detached module (the extractor-detached row) was a review's finding: a copy in training mode decides
