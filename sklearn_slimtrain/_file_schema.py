@@ -9,14 +9,16 @@ of the wrong type or out of range, before anything is built; ``load`` refuses su
 file with a ``ValueError`` naming them.  A file that ``save`` wrote has none.
 """
 
+import inspect
 import math
 from collections.abc import Callable
 
 import torch
 
 from ._device import DTYPES
+from ._extractors import ResNetFeatures
 
-__all__ = ["FITTED_NAMES", "file_problems", "resnet_config_problem"]
+__all__ = ["FITTED_NAMES", "file_problems", "resnet_config_problem", "resnet_keywords_problem"]
 
 
 def _count(low: int = 0) -> Callable:
@@ -101,6 +103,23 @@ def resnet_config_problem(config) -> str | None:
     return f"bad or missing key(s) {sorted(bad + missing)}" if bad or missing else None
 
 
+# ResNetFeatures's own defaults, which a class or partial parameter's keywords complete
+_RESNET_DEFAULTS = {key: param.default for key, param in inspect.signature(ResNetFeatures).parameters.items()
+                    if key in ("width", "depth", "final_time")}
+
+
+def resnet_keywords_problem(keywords) -> str | None:
+    """Why ``keywords`` are no keywords of a ``ResNetFeatures`` class parameter ``save`` writes, or None.
+
+    A configuration less ``n_features_in`` (the estimator passes it), the rest defaulted.
+    """
+    if not isinstance(keywords, dict):
+        return f"keywords must be a dict, not {type(keywords).__name__}"
+    if "n_features_in" in keywords:
+        return "n_features_in is the estimator's to pass"
+    return resnet_config_problem({**_RESNET_DEFAULTS, **keywords})
+
+
 def _section(values, schema, where) -> list:
     if not isinstance(values, dict):
         return [f"{where} (not a dict)"]
@@ -128,11 +147,8 @@ def _param_problems(params, param_names) -> list:
             problem = resnet_config_problem(encoded["resnet"])
             if problem or name != "feature_extractor":
                 problems.append(f"{where} ({problem or 'only feature_extractor is a ResNetFeatures'})")
-        elif "resnet_class" in encoded:  # the class's keywords: a configuration less n_features_in
-            keywords = encoded["resnet_class"]
-            problem = (f"keywords must be a dict, not {type(keywords).__name__}" if not isinstance(keywords, dict)
-                       else "n_features_in is the estimator's to pass" if "n_features_in" in keywords
-                       else resnet_config_problem({"width": 16, "depth": 8, "final_time": 5.0, **keywords}))
+        elif "resnet_class" in encoded:
+            problem = resnet_keywords_problem(encoded["resnet_class"])
             if problem or name != "feature_extractor":
                 problems.append(f"{where} ({problem or 'only feature_extractor is a ResNetFeatures class'})")
         elif encoded.get("torch") == "dtype" and encoded["value"] not in DTYPES:

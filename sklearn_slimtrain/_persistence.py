@@ -35,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._device import dtype_name, restore_device
 from ._extractors import ResNetFeatures
-from ._file_schema import FITTED_NAMES, file_problems, resnet_config_problem
+from ._file_schema import FITTED_NAMES, file_problems, resnet_keywords_problem
 from ._solver import SlimTikHead
 from ._validation import FROZEN_PARAMS, frozen_params, optimizer_class
 
@@ -156,18 +156,12 @@ def _builtin_config(module):
     return config
 
 
-# The keyword arguments a ResNetFeatures class or functools.partial parameter may carry into a file
-# (n_features_in is the estimator's to pass).
-_FACTORY_KEYS = ("width", "depth", "final_time", "pass_inputs")
-
-
 def _builtin_factory(value):
     """``ResNetFeatures``, or a ``functools.partial`` of it with keywords only: those keywords as plain
     JSON values (``{}`` for the class); None for anything else, which load must be given again."""
     if value is ResNetFeatures:
         return {}
-    if not (isinstance(value, functools.partial) and value.func is ResNetFeatures and not value.args
-            and set(value.keywords) <= set(_FACTORY_KEYS)):
+    if not (isinstance(value, functools.partial) and value.func is ResNetFeatures and not value.args):
         return None
     plain = {}
     for key, v in value.keywords.items():
@@ -179,8 +173,7 @@ def _builtin_factory(value):
             plain[key] = float(v)
         else:
             return None
-    defaults = {"width": 16, "depth": 8, "final_time": 5.0}
-    return None if resnet_config_problem({**defaults, **plain}) else plain
+    return None if resnet_keywords_problem(plain) else plain
 
 
 def _encode_param(name, value, tensors):
@@ -200,9 +193,9 @@ def _encode_param(name, value, tensors):
         tensors["param_extractor"] = to_cpu(
             {k: v for k, v in value.state_dict().items() if not torch.nn.parameter.is_lazy(v)})
         return {"resnet": _builtin_config(value)}
-    if name == "feature_extractor" and _builtin_factory(value) is not None:
+    if name == "feature_extractor" and (keywords := _builtin_factory(value)) is not None:
         # rebuilt at load as the class, or as a partial of it with the same keywords
-        return {"resnet_class": _builtin_factory(value)}
+        return {"resnet_class": keywords}
     return None
 
 
@@ -242,6 +235,7 @@ def save_model(est, path) -> None:
         tensors["y_offset"] = torch.from_numpy(np.array(offset, dtype=np.float64))
     extractor_config = _builtin_config(est.feature_extractor_)
     configs = (extractor_config, params.get("feature_extractor", {}).get("resnet"))  # fitted, parameter
+    optimizer = optimizer_class(est.optimizer)  # of a class or a partial; None for "adam" and "sgd"
     version = (5 if "resnet_class" in params.get("feature_extractor", {}) else
                4 if any(c is not None and c.get("pass_inputs") for c in configs) else 3 if offset is not None
                else 2 if est._head.memory.depth is None else _FIRST_FORMAT_VERSION)
@@ -252,7 +246,7 @@ def save_model(est, path) -> None:
         "params": params,
         "params_to_pass_at_load": required,
         # An optimizer class, by name: its state is loaded into the class passed at load.
-        "optimizer_class": None if optimizer_class(est.optimizer) is None else _class_name(optimizer_class(est.optimizer)),
+        "optimizer_class": None if optimizer is None else _class_name(optimizer),
         "extractor": extractor_config,
         "head": head_scalars,
         "fitted": fitted,

@@ -94,8 +94,8 @@ def test_fit_runs_numpys_blas_on_one_thread_and_restores_it():
 class _ProcessWideCount:
     """threadpoolctl's save-on-entry, restore-on-exit limiter over one process-wide count.
 
-    (The real OpenBLAS count, read from several threads, is not reliable enough to test with:
-    OpenBLAS 0.3.31 showed a limit set in one thread in some runs and not in others.)
+    The reference counting alone, whatever the library does with calls from several threads
+    (the next test runs the same scenario on NumPy's own OpenBLAS).
     """
 
     def __init__(self):

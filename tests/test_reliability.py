@@ -832,7 +832,7 @@ def test_a_module_whose_parameters_act_in_training_only_is_trained():
     # a detached module (the extractor-detached row) was a review's finding: a copy in training mode decides
     model = _fit(feature_extractor=_LearnedNoise, max_iter=3)
     assert model.feature_extractor_.scale.item() != 0.1
-    assert int(model.feature_extractor_.lin.weight.requires_grad) == 0
+    assert not model.feature_extractor_.lin.weight.requires_grad
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -1023,8 +1023,6 @@ def test_save_load_with_pass_inputs(tmp_path, monkeypatch):
 def test_save_load_with_the_builtin_class_or_a_partial_as_parameter(tmp_path, monkeypatch):
     # format version 5: the class, or a functools.partial of it with keywords only (the docs'
     # Optuna example), is rebuilt at load; it used to be refused as custom code ("Pass them to load")
-    import functools
-
     import sklearn_slimtrain._persistence as persistence
 
     for i, extractor in enumerate([ResNetFeatures, functools.partial(ResNetFeatures, width=np.int64(4), depth=2,
